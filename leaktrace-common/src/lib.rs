@@ -1,0 +1,401 @@
+//! The one ABI between leaktrace's eBPF programs and its userspace.
+//!
+//! Every record the kernel side writes into the ring buffer starts with an [`EventHeader`]; the
+//! header's `kind` says which `#[repr(C)]` record follows, and the userspace decoder checks the
+//! record's length against that type's size before it trusts a byte of it. All types here are
+//! plain old data with explicit padding so both sides agree on every offset.
+#![no_std]
+
+/// Names of the maps and global variables in the eBPF object, shared so a rename breaks the build
+/// rather than the loader.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const STACKS: &str = "STACKS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const TARGETS: &str = "TARGETS";
+    pub const SYSCALLS: &str = "SYSCALLS";
+    pub const PENDING: &str = "PENDING";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Capacity of the in-kernel maps (userspace may shrink or grow some at load time).
+pub mod capacity {
+    /// Default ring buffer size in bytes (a power of two, multiple of the page size).
+    pub const EVENTS_BYTES: u32 = 8 << 20;
+    /// Distinct user stacks the kernel can hold; the stack map is a hash of this many buckets.
+    pub const STACKS: u32 = 16384;
+    /// Processes traced at once (targets plus the descendants they fork).
+    pub const TARGETS: u32 = 8192;
+    /// Threads that can be inside an fd syscall at the same moment.
+    pub const PENDING: u32 = 16384;
+    /// Syscall numbers the dispatch table covers (x86_64 and aarch64 are both below 512).
+    pub const SYSCALLS: u32 = 512;
+    /// Probe slots in the counter array.
+    pub const PROBES: u32 = 64;
+}
+
+/// Bytes of a pathname captured at open; longer paths are cut and marked truncated.
+pub const PATH_CAP: usize = 256;
+
+/// `bpf_get_stackid` flag: walk the user stack.
+pub const BPF_F_USER_STACK: u64 = 1 << 8;
+
+/// The clone flag that makes a new task a thread of its creator's process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// `close_range` flag that only marks fds close-on-exec instead of closing them.
+pub const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+
+/// `fcntl` commands that duplicate an fd.
+pub const F_DUPFD: u64 = 0;
+pub const F_DUPFD_CLOEXEC: u64 = 1030;
+
+/// Marks "no stack" in a record's `stack_id` (closes carry none; a failed capture also lands
+/// here, and is counted in [`Counter::StackFailed`]).
+pub const NO_STACK: i32 = -1;
+
+/// What follows the header in a ring-buffer record.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A task was created by clone/fork: [`TaskNewEvent`].
+    TaskNew = 1,
+    /// A thread exited: [`ThreadExitEvent`].
+    ThreadExit = 2,
+    /// A process replaced its image: [`ExecEvent`].
+    Exec = 3,
+    /// An fd operation without a path: [`FdEvent`].
+    Fd = 4,
+    /// An open that carries the path it opened: [`FdPathEvent`].
+    FdPath = 5,
+}
+
+impl EventKind {
+    pub const fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::TaskNew,
+            2 => Self::ThreadExit,
+            3 => Self::Exec,
+            4 => Self::Fd,
+            5 => Self::FdPath,
+            _ => return None,
+        })
+    }
+}
+
+/// Common prefix of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, comparable with userspace's monotonic clock.
+    pub ts_ns: u64,
+    /// Process (thread group) id of the task the event happened in.
+    pub tgid: u32,
+    /// Thread id of that task.
+    pub tid: u32,
+    /// An [`EventKind`].
+    pub kind: u16,
+    /// Probe that produced the record: a [`Probe`] slot.
+    pub probe: u16,
+    pub _pad: u32,
+}
+
+/// clone/fork/pthread_create: `task:task_newtask`, seen from the creating task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskNewEvent {
+    pub header: EventHeader,
+    /// Thread id of the new task (equal to its tgid unless `CLONE_THREAD` is set).
+    pub child_tid: u32,
+    /// User stack of the creator, or [`NO_STACK`].
+    pub stack_id: i32,
+    pub clone_flags: u64,
+}
+
+/// `sched:sched_process_exit`, seen from the exiting thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadExitEvent {
+    pub header: EventHeader,
+    /// A [`GroupDead`] value.
+    pub group_dead: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Whether an exiting thread was the last of its process.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupDead {
+    No = 0,
+    Yes = 1,
+    /// This kernel's tracepoint has no `group_dead` field.
+    Unknown = 2,
+}
+
+/// `sched:sched_process_exec`, seen from the task after the exec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+}
+
+/// What an fd syscall did.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdOp {
+    /// `fd` is new.
+    Open = 1,
+    /// `fd` and `aux` are both new (pipe, socketpair).
+    OpenPair = 2,
+    /// `fd` is a duplicate of `aux`, silently closing whatever `fd` was before (dup2/dup3).
+    Dup = 3,
+    /// `fd` was closed.
+    Close = 4,
+    /// Every fd in `fd..=aux` was closed (`aux` is `u32::MAX as i32` for "to the end").
+    CloseRange = 5,
+}
+
+impl FdOp {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Open,
+            2 => Self::OpenPair,
+            3 => Self::Dup,
+            4 => Self::Close,
+            5 => Self::CloseRange,
+            _ => return None,
+        })
+    }
+}
+
+/// Kind of object behind an fd, as far as the creating syscall tells.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FdKind {
+    File = 1,
+    Socket = 2,
+    Pipe = 3,
+    EventFd = 4,
+    TimerFd = 5,
+    Epoll = 6,
+    SignalFd = 7,
+    Inotify = 8,
+    Fanotify = 9,
+    MemFd = 10,
+    PidFd = 11,
+    Other = 12,
+    /// A duplicate: the kind is that of the source fd, which only userspace knows.
+    Inherit = 13,
+}
+
+impl FdKind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::File,
+            2 => Self::Socket,
+            3 => Self::Pipe,
+            4 => Self::EventFd,
+            5 => Self::TimerFd,
+            6 => Self::Epoll,
+            7 => Self::SignalFd,
+            8 => Self::Inotify,
+            9 => Self::Fanotify,
+            10 => Self::MemFd,
+            11 => Self::PidFd,
+            12 => Self::Other,
+            13 => Self::Inherit,
+            _ => return None,
+        })
+    }
+}
+
+/// An fd created, duplicated or closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdEvent {
+    pub header: EventHeader,
+    /// An [`FdOp`].
+    pub op: u8,
+    /// An [`FdKind`].
+    pub kind: u8,
+    pub _pad: u16,
+    pub fd: i32,
+    /// Second fd: the pair's other end, the dup source, or the close_range end.
+    pub aux: i32,
+    /// User stack of the creating call, or [`NO_STACK`].
+    pub stack_id: i32,
+}
+
+/// An open, with the path the program asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdPathEvent {
+    pub fd: FdEvent,
+    /// Bytes of `path` in use, without the terminating NUL.
+    pub path_len: u16,
+    /// 1 when the path was longer than [`PATH_CAP`] - 1 bytes and was cut.
+    pub truncated: u8,
+    pub _pad: [u8; 5],
+    pub path: [u8; PATH_CAP],
+}
+
+/// How the generic syscall programs treat one syscall number; userspace fills the table from
+/// the architecture's syscall numbers, so the eBPF object is the same on x86_64 and aarch64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallSpec {
+    /// A [`Shape`]; 0 means the syscall is not traced.
+    pub shape: u8,
+    /// The [`FdKind`] the syscall creates.
+    pub kind: u8,
+    /// Which syscall argument (0-5) holds the path / fd-array pointer / source fd.
+    pub arg: u8,
+    pub _pad: u8,
+    /// Probe slot for the counters, [`Probe::syscall`].
+    pub probe: u16,
+    pub _pad2: u16,
+}
+
+/// The shapes of fd syscalls: where the new fd comes from and what must be kept from entry.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// The return value is the new fd.
+    RetFd = 1,
+    /// The return value is the new fd; argument `arg` is the path opened.
+    RetFdPath = 2,
+    /// Success writes two fds to the `int[2]` at argument `arg` (pipe, pipe2, socketpair).
+    FdPair = 3,
+    /// The return value duplicates the fd in argument 0 (dup, dup2, dup3).
+    Dup = 4,
+    /// fcntl: only F_DUPFD / F_DUPFD_CLOEXEC create an fd (a duplicate of argument 0).
+    Fcntl = 5,
+    /// signalfd/signalfd4: creates only when argument 0 is -1, else updates that fd.
+    SignalFd = 6,
+    /// close: the fd in argument 0 is released whatever close returns (except EBADF, which
+    /// means there was nothing to release), so it is reported at entry.
+    Close = 7,
+    /// close_range(first, last, flags): on success closes the range unless CLOSE_RANGE_CLOEXEC.
+    CloseRange = 8,
+}
+
+impl Shape {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::RetFd,
+            2 => Self::RetFdPath,
+            3 => Self::FdPair,
+            4 => Self::Dup,
+            5 => Self::Fcntl,
+            6 => Self::SignalFd,
+            7 => Self::Close,
+            8 => Self::CloseRange,
+            _ => return None,
+        })
+    }
+
+    /// Whether the exit program needs arguments saved at entry.
+    pub const fn needs_entry_args(self) -> bool {
+        !matches!(self, Self::RetFd | Self::Close)
+    }
+}
+
+/// Syscall arguments saved at entry for the matching exit, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingCall {
+    /// Syscall number, checked at exit so a missed exit never pairs with the wrong call.
+    pub nr: u32,
+    pub _pad: u32,
+    pub args: [u64; 3],
+}
+
+/// Probe slots. The fixed programs come first; fd syscalls take the slots from
+/// [`Probe::FIRST_SYSCALL`] on, in the order of userspace's syscall table.
+pub struct Probe;
+
+impl Probe {
+    pub const TASK_NEW: u16 = 0;
+    pub const THREAD_EXIT: u16 = 1;
+    pub const EXEC: u16 = 2;
+    pub const FIRST_SYSCALL: u16 = 3;
+
+    pub const fn syscall(index: u16) -> u16 {
+        Self::FIRST_SYSCALL + index
+    }
+}
+
+/// Per-probe counters kept in a per-CPU array at `probe * Counter::COUNT + counter`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Records written to the ring buffer.
+    Emitted = 0,
+    /// Records lost because the ring buffer was full.
+    RingFull = 1,
+    /// `bpf_get_stackid` failures (stack map bucket taken, or no user stack).
+    StackFailed = 2,
+    /// Descendants not followed because the target map was full.
+    TargetsFull = 3,
+    /// Syscalls not tracked because the pending-call map was full.
+    PendingFull = 4,
+    /// Paths that could not be read from user memory.
+    PathFailed = 5,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 6;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Self::Emitted,
+        Self::RingFull,
+        Self::StackFailed,
+        Self::TargetsFull,
+        Self::PendingFull,
+        Self::PathFailed,
+    ];
+
+    pub const fn slot(self, probe: u16) -> u32 {
+        probe as u32 * Self::COUNT + self as u32
+    }
+}
+
+/// Load-time configuration, written by userspace into the one-element `CONFIG` array before
+/// attaching, so the programs never hard-code one kernel's tracepoint layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// tgid of leaktrace itself, never traced.
+    pub tracer_tgid: u32,
+    /// 1: trace every process (except the tracer); 0: only tgids in `TARGETS`.
+    pub trace_all: u32,
+    /// Offset of `pid` in `task:task_newtask`.
+    pub newtask_pid_off: u32,
+    /// Offset of `clone_flags` (u64) in `task:task_newtask`.
+    pub newtask_flags_off: u32,
+    /// Offset of `group_dead` in `sched:sched_process_exit`, or `u32::MAX` when absent.
+    pub exit_group_dead_off: u32,
+    /// Offset of `__syscall_nr` in syscall tracepoints.
+    pub syscall_nr_off: u32,
+    /// Offset of `ret` in `sys_exit_*`.
+    pub syscall_ret_off: u32,
+    /// Offset of `args[0]` in `sys_enter_*` (each argument is 8 bytes).
+    pub syscall_args_off: u32,
+}
+
+/// Value in `TARGETS`: why a tgid is traced.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Named by the user (`--pid`, or the spawned command).
+    Root = 1,
+    /// Forked by a traced process.
+    Descendant = 2,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] plain old data with explicit padding.
+    unsafe impl aya::Pod for super::SyscallSpec {}
+    unsafe impl aya::Pod for super::PendingCall {}
+    unsafe impl aya::Pod for super::Config {}
+}

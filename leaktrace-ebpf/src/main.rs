@@ -1,0 +1,425 @@
+//! leaktrace's kernel side: tracepoint programs that see threads and fds come and go in the
+//! traced processes and stream one record per event to userspace.
+//!
+//! Small and read-only: the programs never write user memory or change a return value. They
+//! filter first (traced tgid, never the tracer), so an untraced process costs one map lookup.
+#![no_std]
+#![no_main]
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{tracing::StackIdContext as _, TracePointContext},
+};
+use leaktrace_common::{
+    capacity, Config, Counter, EventHeader, EventKind, ExecEvent, FdEvent, FdKind, FdOp,
+    FdPathEvent, GroupDead, PendingCall, Probe, Shape, SyscallSpec, Target, TaskNewEvent,
+    ThreadExitEvent, BPF_F_USER_STACK, CLONE_THREAD, CLOSE_RANGE_CLOEXEC, F_DUPFD, F_DUPFD_CLOEXEC,
+    NO_STACK, PATH_CAP,
+};
+
+/// Written by the loader before the programs are loaded (see `Config`).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    tracer_tgid: 0,
+    trace_all: 0,
+    newtask_pid_off: 0,
+    newtask_flags_off: 0,
+    exit_group_dead_off: u32::MAX,
+    syscall_nr_off: 0,
+    syscall_ret_off: 0,
+    syscall_args_off: 0,
+};
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(capacity::STACKS, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(capacity::PROBES * Counter::COUNT, 0);
+
+#[map]
+static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::TARGETS, 0);
+
+#[map]
+static SYSCALLS: Array<SyscallSpec> = Array::with_max_entries(capacity::SYSCALLS, 0);
+
+#[map]
+static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(capacity::PENDING, 0);
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: a plain read of a global; volatile so the compiler cannot fold the zero default.
+    unsafe { read_volatile(&CONFIG) }
+}
+
+#[inline(always)]
+fn count(probe: u16, counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter.slot(probe)) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// (tgid, tid) of the current task when it is traced.
+#[inline(always)]
+fn traced_current(cfg: &Config) -> Option<(u32, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == cfg.tracer_tgid {
+        return None;
+    }
+    // SAFETY: the value is a u8 copied out at once.
+    if cfg.trace_all == 0 && unsafe { TARGETS.get(tgid) }.is_none() {
+        return None;
+    }
+    Some((tgid, pid_tgid as u32))
+}
+
+#[inline(always)]
+fn header(kind: EventKind, probe: u16, tgid: u32, tid: u32) -> EventHeader {
+    EventHeader {
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        tgid,
+        tid,
+        kind: kind as u16,
+        probe,
+        _pad: 0,
+    }
+}
+
+/// Writes `event` to the ring buffer, counting the record either way.
+#[inline(always)]
+fn emit<T: 'static>(probe: u16, event: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(0);
+            count(probe, Counter::Emitted);
+        }
+        None => count(probe, Counter::RingFull),
+    }
+}
+
+#[inline(always)]
+fn user_stack(ctx: &TracePointContext, probe: u16) -> i32 {
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            count(probe, Counter::StackFailed);
+            NO_STACK
+        }
+    }
+}
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    // SAFETY: the offset comes from this kernel's tracepoint format; the helper checks bounds.
+    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+}
+
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let probe = Probe::TASK_NEW;
+    let (Some(child), Some(flags)) = (
+        read::<i32>(&ctx, cfg.newtask_pid_off),
+        read::<u64>(&ctx, cfg.newtask_flags_off),
+    ) else {
+        return 0;
+    };
+    let child_tid = child as u32;
+    if flags & CLONE_THREAD == 0 && cfg.trace_all == 0 {
+        // Follow the new process from its first instruction: it runs only after this returns.
+        if TARGETS
+            .insert(child_tid, Target::Descendant as u8, 0)
+            .is_err()
+        {
+            count(probe, Counter::TargetsFull);
+        }
+    }
+    let stack_id = user_stack(&ctx, probe);
+    emit(
+        probe,
+        TaskNewEvent {
+            header: header(EventKind::TaskNew, probe, tgid, tid),
+            child_tid,
+            stack_id,
+            clone_flags: flags,
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let probe = Probe::THREAD_EXIT;
+    let group_dead = if cfg.exit_group_dead_off == u32::MAX {
+        GroupDead::Unknown
+    } else {
+        match read::<u8>(&ctx, cfg.exit_group_dead_off) {
+            Some(0) => GroupDead::No,
+            Some(_) => GroupDead::Yes,
+            None => GroupDead::Unknown,
+        }
+    };
+    if group_dead == GroupDead::Yes {
+        // The tgid is free for reuse by an unrelated process: stop tracing it.
+        let _ = TARGETS.remove(tgid);
+    }
+    emit(
+        probe,
+        ThreadExitEvent {
+            header: header(EventKind::ThreadExit, probe, tgid, tid),
+            group_dead: group_dead as u8,
+            _pad: [0; 7],
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let probe = Probe::EXEC;
+    emit(
+        probe,
+        ExecEvent {
+            header: header(EventKind::Exec, probe, tgid, tid),
+        },
+    );
+    0
+}
+
+/// The traced task and the table entry for the syscall behind this tracepoint.
+#[inline(always)]
+fn syscall_of(ctx: &TracePointContext, cfg: &Config) -> Option<(u32, u32, u32, SyscallSpec)> {
+    let (tgid, tid) = traced_current(cfg)?;
+    let nr = read::<i32>(ctx, cfg.syscall_nr_off)? as u32;
+    let spec = *SYSCALLS.get(nr)?;
+    Some((tgid, tid, nr, spec))
+}
+
+#[inline(always)]
+fn fd_event(op: FdOp, kind: u8, probe: u16, tgid: u32, tid: u32, fd: i32, aux: i32) -> FdEvent {
+    FdEvent {
+        header: header(EventKind::Fd, probe, tgid, tid),
+        op: op as u8,
+        kind,
+        _pad: 0,
+        fd,
+        aux,
+        stack_id: NO_STACK,
+    }
+}
+
+/// Entry of an fd syscall: closes are reported here; calls whose exit needs an argument
+/// save it keyed by thread.
+#[tracepoint]
+pub fn fd_syscall_enter(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid, nr, spec)) = syscall_of(&ctx, &cfg) else {
+        return 0;
+    };
+    let Some(shape) = Shape::from_u8(spec.shape) else {
+        return 0;
+    };
+    let arg = |i: u32| read::<u64>(&ctx, cfg.syscall_args_off + i * 8).unwrap_or(0);
+    match shape {
+        Shape::Close => {
+            let fd = arg(0) as i32;
+            emit(
+                spec.probe,
+                fd_event(
+                    FdOp::Close,
+                    FdKind::Other as u8,
+                    spec.probe,
+                    tgid,
+                    tid,
+                    fd,
+                    fd,
+                ),
+            );
+        }
+        Shape::Fcntl if !matches!(arg(1), F_DUPFD | F_DUPFD_CLOEXEC) => {}
+        shape if shape.needs_entry_args() => {
+            let pending = PendingCall {
+                nr,
+                _pad: 0,
+                // Arguments past the sixth do not exist; clamp so the read stays inside the record.
+                args: [arg(0), arg(1), arg(u32::from(spec.arg).min(5))],
+            };
+            if PENDING.insert(tid, pending, 0).is_err() {
+                count(spec.probe, Counter::PendingFull);
+            }
+        }
+        _ => {}
+    }
+    0
+}
+
+/// Exit of an fd syscall: on success, report the fds it created (or the range it closed).
+#[tracepoint]
+pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid, nr, spec)) = syscall_of(&ctx, &cfg) else {
+        return 0;
+    };
+    let Some(shape) = Shape::from_u8(spec.shape) else {
+        return 0;
+    };
+    let pending = if shape.needs_entry_args() {
+        // SAFETY: copied out before the entry is removed.
+        let saved = unsafe { PENDING.get(tid) }.copied();
+        let _ = PENDING.remove(tid);
+        match saved {
+            Some(p) if p.nr == nr => p,
+            // Entry not seen (tracing began mid-call, or the pending map was full).
+            _ => return 0,
+        }
+    } else {
+        PendingCall::default()
+    };
+    let Some(ret) = read::<i64>(&ctx, cfg.syscall_ret_off) else {
+        return 0;
+    };
+    if ret < 0 {
+        return 0;
+    }
+    let probe = spec.probe;
+    let [arg0, arg1, arg_n] = pending.args;
+    match shape {
+        Shape::RetFd => emit_created(&ctx, FdOp::Open, spec.kind, probe, tgid, tid, ret, -1),
+        Shape::RetFdPath => emit_path(&ctx, spec.kind, probe, tgid, tid, ret as i32, arg_n),
+        Shape::FdPair => {
+            // SAFETY: reads the int[2] the kernel just filled in the caller's memory.
+            let Ok(fds) = (unsafe { bpf_probe_read_user(arg_n as *const [i32; 2]) }) else {
+                count(probe, Counter::PathFailed);
+                return 0;
+            };
+            emit_created(
+                &ctx,
+                FdOp::OpenPair,
+                spec.kind,
+                probe,
+                tgid,
+                tid,
+                fds[0] as i64,
+                fds[1],
+            );
+        }
+        Shape::Dup | Shape::Fcntl => emit_created(
+            &ctx,
+            FdOp::Dup,
+            spec.kind,
+            probe,
+            tgid,
+            tid,
+            ret,
+            arg0 as i32,
+        ),
+        Shape::SignalFd if arg0 as i32 == -1 => {
+            emit_created(&ctx, FdOp::Open, spec.kind, probe, tgid, tid, ret, -1)
+        }
+        Shape::CloseRange if arg_n & CLOSE_RANGE_CLOEXEC == 0 => emit(
+            probe,
+            fd_event(
+                FdOp::CloseRange,
+                FdKind::Other as u8,
+                probe,
+                tgid,
+                tid,
+                arg0 as i32,
+                arg1 as i32,
+            ),
+        ),
+        Shape::SignalFd | Shape::CloseRange | Shape::Close => {}
+    }
+    0
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_created(
+    ctx: &TracePointContext,
+    op: FdOp,
+    kind: u8,
+    probe: u16,
+    tgid: u32,
+    tid: u32,
+    fd: i64,
+    aux: i32,
+) {
+    let mut event = fd_event(op, kind, probe, tgid, tid, fd as i32, aux);
+    event.stack_id = user_stack(ctx, probe);
+    emit(probe, event);
+}
+
+#[inline(always)]
+fn emit_path(
+    ctx: &TracePointContext,
+    kind: u8,
+    probe: u16,
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    path_ptr: u64,
+) {
+    let stack_id = user_stack(ctx, probe);
+    let Some(mut entry) = EVENTS.reserve::<FdPathEvent>(0) else {
+        count(probe, Counter::RingFull);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved, exclusively owned record; every field is written
+    // before submit. The path is read straight into the record to keep 256 bytes off the stack.
+    unsafe {
+        let mut base = fd_event(FdOp::Open, kind, probe, tgid, tid, fd, -1);
+        base.header.kind = EventKind::FdPath as u16;
+        base.stack_id = stack_id;
+        (*event).fd = base;
+        (*event)._pad = [0; 5];
+        let path = &mut (*event).path;
+        let (len, truncated) = match bpf_probe_read_user_str_bytes(path_ptr as *const u8, path) {
+            Ok(bytes) => (bytes.len(), bytes.len() >= PATH_CAP - 1),
+            Err(_) => {
+                count(probe, Counter::PathFailed);
+                (0, false)
+            }
+        };
+        (*event).path_len = len as u16;
+        (*event).truncated = truncated as u8;
+    }
+    entry.submit(0);
+    count(probe, Counter::Emitted);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
