@@ -1,0 +1,263 @@
+//! Groups: a process's objects counted by what made them (resource, fd kind, creating stack),
+//! with the tick history their growth rate comes from.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use super::Limits;
+use crate::{
+    event::Path,
+    model::{FdKind, Resource, StackRef},
+};
+
+/// What makes objects one group within a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct GroupKey {
+    pub resource: Resource,
+    /// Set for fds.
+    pub kind: Option<FdKind>,
+    pub stack: Option<StackRef>,
+}
+
+impl GroupKey {
+    pub fn thread(stack: Option<StackRef>) -> Self {
+        Self {
+            resource: Resource::Thread,
+            kind: None,
+            stack,
+        }
+    }
+
+    pub fn fd(kind: FdKind, stack: Option<StackRef>) -> Self {
+        Self {
+            resource: Resource::Fd,
+            kind: Some(kind),
+            stack,
+        }
+    }
+}
+
+/// A path an fd was opened with, shared between fds so an open of the same path as the last one
+/// allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SamplePath {
+    text: Arc<str>,
+    truncated: bool,
+}
+
+impl SamplePath {
+    fn new(path: &Path) -> Self {
+        Self {
+            text: Arc::from(path.text.as_str()),
+            truncated: path.truncated,
+        }
+    }
+
+    fn is(&self, path: &Path) -> bool {
+        self.truncated == path.truncated && *self.text == *path.text
+    }
+
+    #[cfg(test)]
+    pub fn shares_text_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.text, &other.text)
+    }
+
+    /// As reported: a cut path ends in an ellipsis.
+    pub fn display(&self) -> String {
+        if self.truncated {
+            format!("{}…", self.text)
+        } else {
+            self.text.to_string()
+        }
+    }
+}
+
+/// Index of a group in its process's [`Groups`]; objects hold it so a close hashes no key.
+pub(super) type Slot = u32;
+
+#[derive(Debug)]
+pub(super) struct Group {
+    pub key: GroupKey,
+    pub outstanding: u64,
+    /// Objects that entered the group: created while traced, or inherited at fork.
+    pub created: u64,
+    last_created_ns: u64,
+    /// `(tick time, outstanding)` inside the rate window, oldest first.
+    samples: VecDeque<(u64, u64)>,
+    last_path: Option<SamplePath>,
+}
+
+impl Group {
+    fn new(key: GroupKey) -> Self {
+        Self {
+            key,
+            outstanding: 0,
+            created: 0,
+            last_created_ns: 0,
+            samples: VecDeque::new(),
+            last_path: None,
+        }
+    }
+
+    /// Least-squares slope of outstanding over the kept samples, per second.
+    pub fn rate_per_s(&self) -> f64 {
+        let Some(&(t0, _)) = self.samples.front() else {
+            return 0.0;
+        };
+        if self.samples.len() < 2 {
+            return 0.0;
+        }
+        let n = self.samples.len() as f64;
+        let point = |&(t, y): &(u64, u64)| (t.saturating_sub(t0) as f64 / 1e9, y as f64);
+        let (sum_x, sum_y) = self
+            .samples
+            .iter()
+            .map(point)
+            .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+        let (mean_x, mean_y) = (sum_x / n, sum_y / n);
+        let (sxx, sxy) = self
+            .samples
+            .iter()
+            .map(point)
+            .fold((0.0, 0.0), |(sxx, sxy), (x, y)| {
+                let dx = x - mean_x;
+                (sxx + dx * dx, sxy + dx * (y - mean_y))
+            });
+        if sxx > 0.0 {
+            sxy / sxx
+        } else {
+            0.0
+        }
+    }
+
+    #[cfg(test)]
+    pub fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+}
+
+/// A slab of groups with an index by key; freed slots are reused.
+#[derive(Debug, Default)]
+pub(super) struct Groups {
+    slots: Vec<Option<Group>>,
+    free: Vec<Slot>,
+    index: HashMap<GroupKey, Slot>,
+}
+
+impl Groups {
+    /// Counts one more object into `key`'s group (made if new); `created_ns` keeps it from being
+    /// dropped as idle for a rate window.
+    pub fn enter(&mut self, key: GroupKey, created_ns: u64) -> Slot {
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                let group = Some(Group::new(key));
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot as usize] = group;
+                        slot
+                    }
+                    None => {
+                        self.slots.push(group);
+                        (self.slots.len() - 1) as Slot
+                    }
+                };
+                self.index.insert(key, slot);
+                slot
+            }
+        };
+        if let Some(group) = self.get_mut(slot) {
+            group.outstanding += 1;
+            group.created += 1;
+            group.last_created_ns = group.last_created_ns.max(created_ns);
+        }
+        slot
+    }
+
+    /// One object of the group is gone.
+    pub fn leave(&mut self, slot: Option<Slot>) {
+        if let Some(group) = slot.and_then(|slot| self.get_mut(slot)) {
+            group.outstanding = group.outstanding.saturating_sub(1);
+        }
+    }
+
+    /// Moves an object whose fd kind turned out different to the group of its real kind, creation
+    /// included: it never belonged to the guessed one.
+    pub fn rekind(&mut self, slot: Slot, kind: FdKind, created_ns: u64) -> Slot {
+        let Some(old) = self.get_mut(slot) else {
+            return slot;
+        };
+        old.outstanding = old.outstanding.saturating_sub(1);
+        old.created = old.created.saturating_sub(1);
+        let key = GroupKey::fd(kind, old.key.stack);
+        self.enter(key, created_ns)
+    }
+
+    /// The group's copy of `path`, made only when it differs from the group's last one.
+    pub fn intern_path(&mut self, slot: Slot, path: &Path) -> Option<SamplePath> {
+        let group = self.get_mut(slot)?;
+        match &group.last_path {
+            Some(last) if last.is(path) => Some(last.clone()),
+            _ => {
+                let fresh = SamplePath::new(path);
+                group.last_path = Some(fresh.clone());
+                Some(fresh)
+            }
+        }
+    }
+
+    pub fn get(&self, slot: Slot) -> Option<&Group> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, slot: Slot) -> Option<&mut Group> {
+        self.slots.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    pub fn key(&self, slot: Slot) -> Option<GroupKey> {
+        self.get(slot).map(|group| group.key)
+    }
+
+    /// Upper bound of the slots in use, for tables indexed by slot.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &Group)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, group)| Some((slot as Slot, group.as_ref()?)))
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Samples every group's outstanding count at `now_ns`, and drops groups that hold nothing and
+    /// created nothing for a whole rate window: their history can no longer move a rate.
+    pub fn tick(&mut self, now_ns: u64, limits: &Limits) {
+        let window_start = now_ns.saturating_sub(limits.rate_window_ns);
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some(group) = entry else { continue };
+            if group.outstanding == 0 && group.last_created_ns <= window_start {
+                self.index.remove(&group.key);
+                self.free.push(slot as Slot);
+                *entry = None;
+                continue;
+            }
+            group.samples.push_back((now_ns, group.outstanding));
+            while group.samples.len() > limits.max_samples
+                || group
+                    .samples
+                    .front()
+                    .is_some_and(|&(t, _)| t < window_start)
+            {
+                group.samples.pop_front();
+            }
+        }
+    }
+}

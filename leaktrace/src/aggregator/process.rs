@@ -1,0 +1,654 @@
+//! One traced process: its live threads and fds, each with the group (creating stack) it counts
+//! in, and what it takes to keep that true across forks, execs and /proc snapshots.
+
+use std::{
+    collections::{hash_map::Entry, BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use super::{
+    group::{GroupKey, Groups, SamplePath, Slot},
+    Limits, Outbox,
+};
+use crate::{
+    event::{FdPair, Path},
+    model::{FdKind, Finding, ProcessSummary, Snapshot, StackId, StackRef},
+};
+
+/// Tombstones one generation holds before it is rotated out early.
+const MAX_TOMBSTONES: usize = 65_536;
+/// `close_range` calls one generation remembers.
+const MAX_RANGE_TOMBSTONES: usize = 64;
+
+#[derive(Debug)]
+pub(super) struct Thread {
+    pub created_ns: u64,
+    /// None: existed before tracing (seen in /proc only), so never a finding.
+    pub group: Option<Slot>,
+}
+
+#[derive(Debug)]
+pub(super) struct Fd {
+    pub created_ns: u64,
+    /// None: existed before tracing (seen in /proc only), so never a finding.
+    pub group: Option<Slot>,
+    /// As the creating syscall guessed it until a snapshot says otherwise.
+    pub kind: FdKind,
+    pub path: Option<SamplePath>,
+}
+
+/// How a snapshot is merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Merge {
+    /// Add what /proc shows and we do not track: the events already applied stay as they are.
+    Seed,
+    /// Also remove what /proc no longer shows, and count every disagreement.
+    Resync,
+}
+
+#[derive(Debug)]
+pub(super) struct Process {
+    pub pid: u32,
+    pub comm: Arc<str>,
+    /// Snapshots started before this are stale for `comm` (an exec renamed the process since).
+    comm_ns: u64,
+    pub exec_gen: u32,
+    /// What existed before tracing is known: seeded from /proc, or forked from a process whose
+    /// was. Until then threads and fds may be missing, so an empty thread set proves nothing.
+    pub seeded: bool,
+    /// Threads plus fds tracked at most (the aggregator's max_objects_per_process).
+    max_objects: usize,
+    /// Some object went untracked because `max_objects` was hit.
+    pub incomplete: bool,
+    /// The aggregator's activity count at this process's last event: orders processes for eviction.
+    pub last_active: u64,
+    /// An exec whose close-on-exec closes no snapshot has shown yet: fds from before it may be
+    /// gone without a close.
+    pub exec_ns: Option<u64>,
+    pub threads: HashMap<u32, Thread>,
+    pub fds: HashMap<i32, Fd>,
+    pub groups: Groups,
+    /// Stack ids already announced for the current exec generation; ids index the kernel's
+    /// stack map, so this stays within its size.
+    stacks: HashSet<StackId>,
+    pub thread_exits: Tombstones,
+    pub fd_closes: Tombstones,
+}
+
+impl Process {
+    pub fn new(pid: u32, comm: Arc<str>, exec_gen: u32, activity: u64, max_objects: usize) -> Self {
+        Self {
+            pid,
+            comm,
+            comm_ns: 0,
+            exec_gen,
+            seeded: false,
+            max_objects,
+            incomplete: false,
+            last_active: activity,
+            exec_ns: None,
+            threads: HashMap::new(),
+            fds: HashMap::new(),
+            groups: Groups::default(),
+            stacks: HashSet::new(),
+            thread_exits: Tombstones::default(),
+            fd_closes: Tombstones::default(),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.threads.len() + self.fds.len() >= self.max_objects
+    }
+
+    fn drop_object(&mut self, out: &mut Outbox) {
+        self.incomplete = true;
+        out.counters.dropped_objects += 1;
+    }
+
+    /// The stack as captured in this process's current image; announced the first time.
+    pub fn stack_ref(&mut self, id: Option<StackId>, out: &mut Outbox) -> Option<StackRef> {
+        let id = id?;
+        let stack = StackRef {
+            pid: self.pid,
+            exec_gen: self.exec_gen,
+            id,
+        };
+        if self.stacks.insert(id) {
+            out.new_stacks.push(stack);
+        }
+        Some(stack)
+    }
+
+    /// A thread that exists but whose creation was not seen.
+    pub fn add_preexisting_thread(&mut self, tid: u32, ts_ns: u64, out: &mut Outbox) {
+        if self.threads.contains_key(&tid) {
+            return;
+        }
+        if self.is_full() {
+            self.drop_object(out);
+            return;
+        }
+        let thread = Thread {
+            created_ns: ts_ns,
+            group: None,
+        };
+        self.threads.insert(tid, thread);
+    }
+
+    pub fn add_thread(&mut self, tid: u32, stack: Option<StackRef>, ts_ns: u64, out: &mut Outbox) {
+        let full = self.is_full();
+        let fresh = |groups: &mut Groups| Thread {
+            created_ns: ts_ns,
+            group: Some(groups.enter(GroupKey::thread(stack), ts_ns)),
+        };
+        match self.threads.entry(tid) {
+            Entry::Occupied(mut entry) => {
+                // A tid from /proc may be this very thread (the snapshot raced its creation);
+                // a traced one still here means its exit was missed.
+                if let Some(old) = entry.get().group {
+                    out.counters.resync_mismatches += 1;
+                    self.groups.leave(Some(old));
+                }
+                entry.insert(fresh(&mut self.groups));
+            }
+            Entry::Vacant(_) if full => self.drop_object(out),
+            Entry::Vacant(entry) => {
+                entry.insert(fresh(&mut self.groups));
+            }
+        }
+    }
+
+    pub fn thread_exit(&mut self, tid: u32, ts_ns: u64) {
+        if let Some(thread) = self.threads.remove(&tid) {
+            self.groups.leave(thread.group);
+        }
+        self.thread_exits.record(tid, ts_ns);
+    }
+
+    /// Whether an exit that does not say `group_dead` was the last thread's.
+    pub fn no_thread_left(&self) -> bool {
+        self.threads.is_empty() && self.seeded && !self.incomplete
+    }
+
+    /// `fd` is new, from `stack`; `path` gives its sample path once its group is known.
+    fn add_fd(
+        &mut self,
+        fd: i32,
+        kind: FdKind,
+        stack: Option<StackRef>,
+        ts_ns: u64,
+        out: &mut Outbox,
+        path: impl FnOnce(&mut Groups, Slot) -> Option<SamplePath>,
+    ) {
+        let full = self.is_full();
+        let exec_ns = self.exec_ns;
+        let fresh = |groups: &mut Groups| {
+            let slot = groups.enter(GroupKey::fd(kind, stack), ts_ns);
+            Fd {
+                created_ns: ts_ns,
+                group: Some(slot),
+                kind,
+                path: path(groups, slot),
+            }
+        };
+        match self.fds.entry(fd) {
+            Entry::Occupied(mut entry) => {
+                // An fd from /proc may be this very one (the snapshot raced the open), and one
+                // from before an exec may have been closed by it; otherwise a close was missed.
+                let old = entry.get();
+                let closed_by_exec = exec_ns.is_some_and(|exec_ns| old.created_ns < exec_ns);
+                if old.group.is_some() && !closed_by_exec {
+                    out.counters.resync_mismatches += 1;
+                }
+                self.groups.leave(old.group);
+                entry.insert(fresh(&mut self.groups));
+            }
+            Entry::Vacant(_) if full => self.drop_object(out),
+            Entry::Vacant(entry) => {
+                entry.insert(fresh(&mut self.groups));
+            }
+        }
+    }
+
+    pub fn open(
+        &mut self,
+        fds: FdPair,
+        kind: FdKind,
+        stack: Option<StackId>,
+        path: Option<&Path>,
+        ts_ns: u64,
+        out: &mut Outbox,
+    ) {
+        let stack = self.stack_ref(stack, out);
+        for fd in fds.iter() {
+            self.add_fd(fd, kind, stack, ts_ns, out, |groups, slot| {
+                path.and_then(|path| groups.intern_path(slot, path))
+            });
+        }
+    }
+
+    pub fn dup(
+        &mut self,
+        fd: i32,
+        source: i32,
+        stack: Option<StackId>,
+        ts_ns: u64,
+        out: &mut Outbox,
+    ) {
+        if fd == source {
+            return;
+        }
+        let stack = self.stack_ref(stack, out);
+        let (kind, path) = self
+            .fds
+            .get(&source)
+            .map_or((FdKind::Other, None), |source| {
+                (source.kind, source.path.clone())
+            });
+        // dup2/dup3 close whatever `fd` was, without a close call.
+        if let Some(old) = self.fds.remove(&fd) {
+            self.groups.leave(old.group);
+        }
+        self.add_fd(fd, kind, stack, ts_ns, out, |_, _| path);
+    }
+
+    pub fn close(&mut self, fd: i32, ts_ns: u64, out: &mut Outbox) {
+        match self.fds.remove(&fd) {
+            Some(old) => self.groups.leave(old.group),
+            None => out.counters.untracked_closes += 1,
+        }
+        if let Ok(fd) = u32::try_from(fd) {
+            self.fd_closes.record(fd, ts_ns);
+        }
+    }
+
+    pub fn close_range(&mut self, first: u32, last: u32, ts_ns: u64) {
+        if first > last {
+            return;
+        }
+        self.fd_closes.record_range(first, last, ts_ns);
+        // Whichever is smaller: the range (close_range(5, 5)) or the tracked fds (up to ~0U).
+        if u64::from(last - first) < self.fds.len() as u64 {
+            for fd in first..=last {
+                let Ok(fd) = i32::try_from(fd) else { break };
+                if let Some(old) = self.fds.remove(&fd) {
+                    self.groups.leave(old.group);
+                }
+            }
+        } else {
+            let groups = &mut self.groups;
+            self.fds.retain(|&fd, old| {
+                let closed = u32::try_from(fd).is_ok_and(|fd| (first..=last).contains(&fd));
+                if closed {
+                    groups.leave(old.group);
+                }
+                !closed
+            });
+        }
+    }
+
+    /// The image is replaced by thread `tid`: every other thread is gone and the survivor takes
+    /// the pid as its tid. Close-on-exec fds go too, but only /proc can say which (see `merge`).
+    pub fn exec(&mut self, tid: u32, ts_ns: u64, out: &mut Outbox) {
+        // An execing thread we never saw creating survives as one of unknown origin.
+        let survivor = self.threads.remove(&tid);
+        for (gone, thread) in self.threads.drain() {
+            self.groups.leave(thread.group);
+            self.thread_exits.record(gone, ts_ns);
+        }
+        // The survivor's old tid is gone too (the pid lives on in it).
+        if tid != self.pid {
+            self.thread_exits.record(tid, ts_ns);
+        }
+        match survivor {
+            Some(thread) => {
+                self.threads.insert(self.pid, thread);
+            }
+            None => self.add_preexisting_thread(self.pid, ts_ns, out),
+        }
+        self.exec_gen = self.exec_gen.saturating_add(1);
+        self.stacks.clear();
+        self.exec_ns = Some(ts_ns);
+        self.comm_ns = self.comm_ns.max(ts_ns);
+    }
+
+    /// The child a fork/vfork/clone without CLONE_THREAD made: a copy of this fd table, each fd
+    /// still attributed to the stack that created it here, and one thread from `stack`.
+    pub fn fork(
+        &self,
+        child_pid: u32,
+        stack: Option<StackRef>,
+        ts_ns: u64,
+        exec_gen: u32,
+        activity: u64,
+        out: &mut Outbox,
+    ) -> Process {
+        let mut child = Process::new(
+            child_pid,
+            self.comm.clone(),
+            exec_gen,
+            activity,
+            self.max_objects,
+        );
+        child.comm_ns = self.comm_ns;
+        child.seeded = self.seeded;
+        child.incomplete = self.incomplete;
+        // Fds this process may have lost at an exec not yet re-synced are the child's doubt too.
+        child.exec_ns = self.exec_ns;
+        child.add_thread(child_pid, stack, ts_ns, out);
+        child.fds.reserve(self.fds.len().min(self.max_objects));
+        for (&fd, inherited) in &self.fds {
+            if child.is_full() {
+                child.drop_object(out);
+                continue;
+            }
+            let group = inherited
+                .group
+                .and_then(|slot| self.groups.key(slot))
+                .map(|key| child.groups.enter(key, ts_ns));
+            let copy = Fd {
+                created_ns: inherited.created_ns,
+                group,
+                kind: inherited.kind,
+                path: inherited.path.clone(),
+            };
+            child.fds.insert(fd, copy);
+        }
+        child
+    }
+
+    /// Brings the process in line with a /proc snapshot, honouring what happened after the
+    /// snapshot began; returns the disagreements (counted for `Merge::Resync` only).
+    pub fn merge(&mut self, snap: &Snapshot, how: Merge, out: &mut Outbox) -> u64 {
+        let started = snap.started_ns;
+        let resync = how == Merge::Resync;
+        // Before seeding, whatever /proc adds existed before tracing: expected, not a mismatch.
+        let count_added = resync && self.seeded;
+        let mut mismatches = 0;
+        if started >= self.comm_ns {
+            if *self.comm != *snap.comm {
+                self.comm = Arc::from(snap.comm.as_str());
+            }
+            self.comm_ns = started;
+        }
+
+        if resync {
+            let listed: HashSet<i32> = snap.fds.iter().map(|&(fd, _)| fd).collect();
+            let exec_shown = self.exec_ns.filter(|&exec_ns| exec_ns <= started);
+            let (groups, fd_closes) = (&mut self.groups, &mut self.fd_closes);
+            self.fds.retain(|&fd, tracked| {
+                if listed.contains(&fd) || tracked.created_ns > started {
+                    return true;
+                }
+                match exec_shown.filter(|&exec_ns| tracked.created_ns < exec_ns) {
+                    // Close-on-exec. The tombstone keeps a snapshot from before the exec, applied
+                    // later, from bringing it back.
+                    Some(exec_ns) => {
+                        if let Ok(fd) = u32::try_from(fd) {
+                            fd_closes.record(fd, exec_ns);
+                        }
+                    }
+                    None => mismatches += 1,
+                }
+                groups.leave(tracked.group);
+                false
+            });
+            if exec_shown.is_some() {
+                self.exec_ns = None;
+            }
+
+            let listed: HashSet<u32> = snap.tids.iter().copied().collect();
+            let groups = &mut self.groups;
+            self.threads.retain(|tid, tracked| {
+                if listed.contains(tid) || tracked.created_ns > started {
+                    return true;
+                }
+                mismatches += 1;
+                groups.leave(tracked.group);
+                false
+            });
+        }
+
+        for &(fd, kind) in &snap.fds {
+            match self.fds.get_mut(&fd) {
+                // The syscall only guessed the kind (open() of a FIFO is a pipe); /proc knows.
+                // An fd newer than the snapshot may be another object with the same number.
+                Some(tracked) if tracked.kind != kind && tracked.created_ns <= started => {
+                    tracked.kind = kind;
+                    if let Some(slot) = tracked.group {
+                        tracked.group = Some(self.groups.rekind(slot, kind, tracked.created_ns));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if u32::try_from(fd).is_ok_and(|fd| self.fd_closes.closed_after(fd, started)) {
+                        continue;
+                    }
+                    if self.is_full() {
+                        self.drop_object(out);
+                        continue;
+                    }
+                    let fd_state = Fd {
+                        created_ns: started,
+                        group: None,
+                        kind,
+                        path: None,
+                    };
+                    self.fds.insert(fd, fd_state);
+                    if count_added {
+                        mismatches += 1;
+                    }
+                }
+            }
+        }
+        for &tid in &snap.tids {
+            if self.threads.contains_key(&tid) || self.thread_exits.closed_after(tid, started) {
+                continue;
+            }
+            if self.is_full() {
+                self.drop_object(out);
+                continue;
+            }
+            let thread = Thread {
+                created_ns: started,
+                group: None,
+            };
+            self.threads.insert(tid, thread);
+            if count_added {
+                mismatches += 1;
+            }
+        }
+
+        self.seeded = true;
+        out.counters.resync_mismatches += mismatches;
+        mismatches
+    }
+
+    /// Once per report interval: sample the groups and age the tombstones.
+    pub fn tick(&mut self, now_ns: u64, limits: &Limits) {
+        self.groups.tick(now_ns, limits);
+        self.thread_exits.rotate();
+        self.fd_closes.rotate();
+    }
+
+    /// What the process held when it exited at `ts_ns`.
+    pub fn freeze(mut self, ts_ns: u64) -> Exited {
+        // Fds from before an exec that /proc never confirmed may have been close-on-exec: without
+        // that confirmation they are no evidence (a spawned child would "hold" its parent's fds).
+        if let Some(exec_ns) = self.exec_ns {
+            let groups = &mut self.groups;
+            self.fds.retain(|_, fd| {
+                let doubtful = fd.created_ns < exec_ns;
+                if doubtful {
+                    groups.leave(fd.group);
+                }
+                !doubtful
+            });
+        }
+        let mut findings = Vec::new();
+        self.findings(ts_ns, 0, true, &mut findings);
+        Exited {
+            exit_ns: ts_ns,
+            summary: self.summary(true),
+            findings,
+        }
+    }
+
+    /// One finding per group with outstanding objects at least `min_age_ns` old at `now_ns`.
+    pub fn findings(&self, now_ns: u64, min_age_ns: u64, exited: bool, out: &mut Vec<Finding>) {
+        /// The oldest live object of a group, and the oldest fd with a path (by creation, then
+        /// number, so reports do not flip between equals).
+        #[derive(Clone, Copy)]
+        struct Oldest<'a> {
+            created_ns: u64,
+            path: Option<((u64, i32), &'a SamplePath)>,
+        }
+        fn note<'a>(
+            oldest: &mut [Option<Oldest<'a>>],
+            slot: Slot,
+            created_ns: u64,
+            path: Option<(i32, &'a SamplePath)>,
+        ) {
+            let Some(entry) = oldest.get_mut(slot as usize) else {
+                return;
+            };
+            let entry = entry.get_or_insert(Oldest {
+                created_ns,
+                path: None,
+            });
+            entry.created_ns = entry.created_ns.min(created_ns);
+            if let Some((fd, path)) = path {
+                let at = (created_ns, fd);
+                if entry.path.is_none_or(|(best, _)| at < best) {
+                    entry.path = Some((at, path));
+                }
+            }
+        }
+        let mut oldest: Vec<Option<Oldest>> = vec![None; self.groups.slot_count()];
+        for thread in self.threads.values() {
+            if let Some(slot) = thread.group {
+                note(&mut oldest, slot, thread.created_ns, None);
+            }
+        }
+        for (&number, fd) in &self.fds {
+            if let Some(slot) = fd.group {
+                let path = fd.path.as_ref().map(|path| (number, path));
+                note(&mut oldest, slot, fd.created_ns, path);
+            }
+        }
+        for (slot, group) in self.groups.iter() {
+            let Some(Some(oldest)) = oldest.get(slot as usize) else {
+                continue;
+            };
+            let oldest_age_ns = now_ns.saturating_sub(oldest.created_ns);
+            if oldest_age_ns < min_age_ns {
+                continue;
+            }
+            out.push(Finding {
+                pid: self.pid,
+                comm: self.comm.to_string(),
+                resource: group.key.resource,
+                kind: group.key.kind,
+                stack: group.key.stack,
+                outstanding: group.outstanding,
+                created: group.created,
+                oldest_age_ns,
+                rate_per_s: group.rate_per_s(),
+                sample_path: oldest.path.map(|(_, path)| path.display()),
+                exited,
+            });
+        }
+    }
+
+    pub fn summary(&self, exited: bool) -> ProcessSummary {
+        let mut fds = BTreeMap::new();
+        for fd in self.fds.values() {
+            *fds.entry(fd.kind).or_insert(0) += 1;
+        }
+        let preexisting_threads = self.threads.values().filter(|t| t.group.is_none()).count();
+        let preexisting_fds = self.fds.values().filter(|fd| fd.group.is_none()).count();
+        ProcessSummary {
+            pid: self.pid,
+            comm: self.comm.to_string(),
+            threads: self.threads.len() as u64,
+            fds,
+            preexisting_threads: preexisting_threads as u64,
+            preexisting_fds: preexisting_fds as u64,
+            exited,
+            incomplete: self.incomplete,
+        }
+    }
+}
+
+/// A process that exited, as it was at exit.
+#[derive(Debug)]
+pub(super) struct Exited {
+    pub exit_ns: u64,
+    pub summary: ProcessSummary,
+    pub findings: Vec<Finding>,
+}
+
+/// Recent closes (or thread exits) by number, so a snapshot can tell "gone after it began" from
+/// a disagreement. Two generations, rotated at every tick and early when one fills: a tombstone
+/// lives at least one report interval, longer than the runtime holds a snapshot before applying
+/// it. Pruning at each resync would not do: the runtime applies an older periodic snapshot after
+/// a newer exec-triggered one.
+#[derive(Debug, Default)]
+pub(super) struct Tombstones {
+    current: Generation,
+    previous: Generation,
+}
+
+#[derive(Debug, Default)]
+struct Generation {
+    at: HashMap<u32, u64>,
+    /// `(first, last, ts)` of close_range calls.
+    ranges: Vec<(u32, u32, u64)>,
+}
+
+impl Generation {
+    fn latest(&self, id: u32) -> Option<u64> {
+        let ranges = self
+            .ranges
+            .iter()
+            .filter(|&&(first, last, _)| (first..=last).contains(&id))
+            .map(|&(_, _, ts)| ts);
+        self.at.get(&id).copied().into_iter().chain(ranges).max()
+    }
+}
+
+impl Tombstones {
+    pub fn record(&mut self, id: u32, ts_ns: u64) {
+        if self.current.at.len() >= MAX_TOMBSTONES && !self.current.at.contains_key(&id) {
+            self.rotate();
+        }
+        self.current.at.insert(id, ts_ns);
+    }
+
+    fn record_range(&mut self, first: u32, last: u32, ts_ns: u64) {
+        if self.current.ranges.len() >= MAX_RANGE_TOMBSTONES {
+            self.rotate();
+        }
+        self.current.ranges.push((first, last, ts_ns));
+    }
+
+    /// Whether `id` was closed (or exited) after `started_ns`.
+    pub fn closed_after(&self, id: u32, started_ns: u64) -> bool {
+        let latest = self.current.latest(id).max(self.previous.latest(id));
+        latest.is_some_and(|ts| ts > started_ns)
+    }
+
+    pub fn rotate(&mut self) {
+        // Reuse the older generation's allocation for the new one.
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.at.clear();
+        self.current.ranges.clear();
+    }
+
+    /// Tombstones held, ranges included.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        let generation = |g: &Generation| g.at.len() + g.ranges.len();
+        generation(&self.current) + generation(&self.previous)
+    }
+}

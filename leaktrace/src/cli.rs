@@ -1,0 +1,109 @@
+//! Command line.
+
+use std::{ffi::OsString, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable report.
+    Table,
+    /// JSON lines: one object per line with a "type" (see README, "JSON lines contract").
+    Json,
+}
+
+/// Finds thread and file-descriptor leaks in running programs with eBPF.
+#[derive(Debug, Parser)]
+#[command(
+    name = "leaktrace",
+    version,
+    after_help = "Examples:\n  sudo leaktrace --pid 4242\n  sudo leaktrace --format json -- ./server --port 8080\n\n\
+Exit codes: 0 success, 1 unexpected error, 2 bad usage or unknown pid, 3 missing privileges\n\
+(CAP_BPF and CAP_PERFMON, or root), 4 the kernel lacks what leaktrace needs (tracefs, eBPF)."
+)]
+pub struct Cli {
+    /// Trace this process and the processes it forks from now on (repeatable).
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Time between reports (e.g. 5, 5s, 500ms, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Stop after this long (default: until Ctrl-C or every target has exited).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Report a group of outstanding threads/fds only once its oldest member is this old:
+    /// short-lived objects of a busy but healthy program are not findings.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub min_age: Duration,
+
+    /// Findings shown per report.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Write reports to this file instead of standard output (which a traced command shares).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+
+    /// Kernel ring buffer size in bytes (power of two, at least 4096). Records that do not fit
+    /// are lost, counted and shown.
+    #[arg(long, default_value_t = leaktrace_common::capacity::EVENTS_BYTES, value_parser = parse_ring_bytes)]
+    pub ring_buffer_bytes: u32,
+
+    /// Command to run and trace from its first instruction; it is stopped when tracing ends.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Seconds as a plain number, or a humantime duration ("500ms", "2m").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s}: {e}"))
+}
+
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn ring_sizes_must_be_powers_of_two() {
+        assert_eq!(parse_ring_bytes("65536"), Ok(65536));
+        assert!(parse_ring_bytes("1000").is_err());
+        assert!(parse_ring_bytes("2048").is_err());
+    }
+
+    #[test]
+    fn pids_and_a_command_parse() {
+        let cli = Cli::parse_from(["leaktrace", "-p", "1", "--pid", "2", "--format", "json"]);
+        assert_eq!(cli.pids, vec![1, 2]);
+        assert_eq!(cli.format, Format::Json);
+        let cli = Cli::parse_from(["leaktrace", "--", "sleep", "--pid", "3"]);
+        assert!(cli.pids.is_empty());
+        assert_eq!(cli.command, vec!["sleep", "--pid", "3"]);
+    }
+}

@@ -1,0 +1,23 @@
+//! leaktrace userspace: probes → decoder → aggregator → symbolizer → reporters.
+//!
+//! Data flows one way. [`loader`] loads and attaches the eBPF programs, [`reader`] drains the
+//! ring buffer, [`decoder`] turns records into [`event::Event`]s, [`aggregator`] (pure: no I/O,
+//! no clock) keeps what is outstanding and makes [`model::Finding`]s, [`symbolizer`] turns
+//! stacks into frames, and [`report`] prints them. [`runtime`] wires the steps together.
+
+pub mod aggregator;
+pub mod cli;
+pub mod decoder;
+pub mod event;
+pub mod failure;
+pub mod loader;
+pub mod model;
+pub mod preflight;
+pub mod procfs;
+pub mod reader;
+pub mod report;
+pub mod runtime;
+pub mod symbolizer;
+pub mod syscalls;
+pub mod target;
+pub mod tracefs;

@@ -1,0 +1,303 @@
+//! Loads the eBPF object, fits it to this kernel (tracepoint layouts, syscall numbers), attaches
+//! every probe the kernel offers, and lists the ones it could not attach with the reason.
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use leaktrace_common::{names, Config, Counter, Probe, SyscallSpec, Target};
+use serde::Serialize;
+
+use crate::{failure::Failure, syscalls::FD_SYSCALLS, tracefs::Tracefs};
+
+/// The eBPF object built by build.rs, embedded in the binary.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace"));
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ring_bytes: u32,
+}
+
+/// A probe that is not running, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Kernel-side counters of one probe, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProbeCounters {
+    pub name: String,
+    pub emitted: u64,
+    pub lost: u64,
+    pub stack_failures: u64,
+    pub targets_full: u64,
+    pub pending_full: u64,
+    pub path_failures: u64,
+}
+
+/// The loaded and attached probes and the maps userspace talks to.
+pub struct Probes {
+    /// Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    stacks: StackTraceMap<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    targets: HashMap<MapData, u32, u8>,
+    /// Tracepoints attached, as `category:name`.
+    pub attached: Vec<String>,
+    pub skipped: Vec<Skipped>,
+    /// Probe slot → name, for the counters.
+    slot_names: Vec<String>,
+}
+
+const TASK_NEWTASK: (&str, &str) = ("task", "task_newtask");
+const PROCESS_EXIT: (&str, &str) = ("sched", "sched_process_exit");
+const PROCESS_EXEC: (&str, &str) = ("sched", "sched_process_exec");
+
+fn kernel(what: impl std::fmt::Display) -> Failure {
+    Failure::Kernel(what.to_string())
+}
+
+/// Reads this kernel's tracepoint layouts into the programs' configuration. A layout that is
+/// missing disables the probes that need it (listed in `skipped`) rather than failing.
+fn config(tracefs: &Tracefs, skipped: &mut Vec<Skipped>) -> Config {
+    let mut cfg = Config {
+        tracer_tgid: std::process::id(),
+        exit_group_dead_off: u32::MAX,
+        ..Config::default()
+    };
+    let mut skip = |name: String, reason: String| skipped.push(Skipped { name, reason });
+    let (cat, name) = TASK_NEWTASK;
+    match tracefs
+        .format(cat, name)
+        .map_err(|e| e.to_string())
+        .and_then(|f| Ok((f.offset_of("pid", 4)?, f.offset_of("clone_flags", 8)?)))
+    {
+        Ok((pid, flags)) => (cfg.newtask_pid_off, cfg.newtask_flags_off) = (pid, flags),
+        Err(e) => skip(
+            format!("{cat}:{name}"),
+            format!("unusable record layout: {e}"),
+        ),
+    }
+    let (cat, name) = PROCESS_EXIT;
+    if let Ok(off) = tracefs
+        .format(cat, name)
+        .map_err(|e| e.to_string())
+        .and_then(|f| f.offset_of("group_dead", 1))
+    {
+        cfg.exit_group_dead_off = off;
+    }
+    // Every syscall tracepoint shares one layout: nr, then ret (exit) or args[6] (entry).
+    let layout = tracefs
+        .format("syscalls", "sys_exit_close")
+        .and_then(|exit| Ok((exit, tracefs.format("syscalls", "sys_enter_close")?)))
+        .map_err(|e| e.to_string())
+        .and_then(|(exit, enter)| {
+            let args = enter
+                .field_after("__syscall_nr")
+                .ok_or("sys_enter_close has no arguments")?;
+            Ok((
+                exit.offset_of("__syscall_nr", 4)?,
+                exit.offset_of("ret", 8)?,
+                args.offset,
+            ))
+        });
+    match layout {
+        Ok((nr, ret, args)) => {
+            (
+                cfg.syscall_nr_off,
+                cfg.syscall_ret_off,
+                cfg.syscall_args_off,
+            ) = (nr, ret, args)
+        }
+        Err(e) => skip(
+            "syscalls:*".into(),
+            format!("syscall tracepoints unusable ({e}): no fd tracking"),
+        ),
+    }
+    cfg
+}
+
+fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T, Failure> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| kernel(format!("eBPF object has no map {name}")))?;
+    T::try_from(map).map_err(|e| kernel(format!("map {name}: {e}")))
+}
+
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoint, Failure> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| kernel(format!("eBPF object has no program {program}")))?
+        .try_into()
+        .map_err(|e| kernel(format!("program {program}: {e}")))?;
+    Ok(prog)
+}
+
+impl Probes {
+    pub fn load(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Self, Failure> {
+        let mut skipped = Vec::new();
+        let cfg = config(tracefs, &mut skipped);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::CONFIG, &cfg, true)
+            .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .load(OBJECT)
+            .map_err(|e| {
+                let btf = if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+                    ""
+                } else {
+                    " (this kernel has no BTF at /sys/kernel/btf/vmlinux)"
+                };
+                kernel(format!("loading the eBPF programs failed{btf}: {e}"))
+            })?;
+
+        let mut attached = Vec::new();
+        let mut attach = |ebpf: &mut Ebpf, program: &str, cat: &str, name: &str| {
+            let full = format!("{cat}:{name}");
+            if !tracefs.has_event(cat, name) {
+                return Err(format!("tracepoint {full} does not exist on this kernel"));
+            }
+            let prog = tracepoint(ebpf, program).map_err(|e| e.to_string())?;
+            prog.attach(cat, name)
+                .map_err(|e| format!("attach failed: {e}"))?;
+            attached.push(full);
+            Ok(())
+        };
+        for program in [
+            "task_newtask",
+            "sched_process_exit",
+            "sched_process_exec",
+            "fd_syscall_enter",
+            "fd_syscall_exit",
+        ] {
+            tracepoint(&mut ebpf, program)?
+                .load()
+                .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;
+        }
+        let already_skipped =
+            |skipped: &[Skipped], name: &str| skipped.iter().any(|s| s.name == name);
+        for (program, (cat, name)) in [
+            ("task_newtask", TASK_NEWTASK),
+            ("sched_process_exit", PROCESS_EXIT),
+            ("sched_process_exec", PROCESS_EXEC),
+        ] {
+            if already_skipped(&skipped, &format!("{cat}:{name}")) {
+                continue;
+            }
+            if let Err(reason) = attach(&mut ebpf, program, cat, name) {
+                skipped.push(Skipped {
+                    name: format!("{cat}:{name}"),
+                    reason,
+                });
+            }
+        }
+
+        let mut syscalls: Array<MapData, SyscallSpec> = take_map(&mut ebpf, names::SYSCALLS)?;
+        let syscalls_usable = !already_skipped(&skipped, "syscalls:*");
+        let mut slot_names = vec![
+            format!("{}:{}", TASK_NEWTASK.0, TASK_NEWTASK.1),
+            format!("{}:{}", PROCESS_EXIT.0, PROCESS_EXIT.1),
+            format!("{}:{}", PROCESS_EXEC.0, PROCESS_EXEC.1),
+        ];
+        for (index, syscall) in FD_SYSCALLS.iter().enumerate() {
+            let probe = Probe::syscall(index as u16);
+            slot_names.push(syscall.name.to_owned());
+            if !syscalls_usable {
+                continue;
+            }
+            let Some(nr) = syscall.number() else {
+                skipped.push(Skipped {
+                    name: syscall.name.into(),
+                    reason: format!("no such syscall on {}", std::env::consts::ARCH),
+                });
+                continue;
+            };
+            // Enable the table entry before attaching so no call is seen half-configured.
+            let spec = SyscallSpec {
+                shape: syscall.shape as u8,
+                kind: syscall.kind as u8,
+                arg: syscall.arg,
+                probe,
+                ..SyscallSpec::default()
+            };
+            syscalls
+                .set(nr, spec, 0)
+                .map_err(|e| kernel(format!("syscall table: {e}")))?;
+            let sides = [
+                ("fd_syscall_enter", syscall.enter_tracepoint()),
+                ("fd_syscall_exit", syscall.exit_tracepoint()),
+            ];
+            for (program, tp) in sides {
+                let Some(tp) = tp else { continue };
+                if let Err(reason) = attach(&mut ebpf, program, "syscalls", &tp) {
+                    skipped.push(Skipped {
+                        name: format!("syscalls:{tp}"),
+                        reason,
+                    });
+                }
+            }
+        }
+
+        Ok(Self {
+            events: Some(take_map(&mut ebpf, names::EVENTS)?),
+            stacks: take_map(&mut ebpf, names::STACKS)?,
+            counters: take_map(&mut ebpf, names::COUNTERS)?,
+            targets: take_map(&mut ebpf, names::TARGETS)?,
+            _ebpf: ebpf,
+            attached,
+            skipped,
+            slot_names,
+        })
+    }
+
+    /// Starts tracing `pid` (and, through the kernel, the processes it forks from now on).
+    pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
+        self.targets
+            .insert(pid, Target::Root as u8, 0)
+            .map_err(|e| anyhow::anyhow!("cannot trace pid {pid}: target map: {e}"))
+    }
+
+    /// The ring buffer, handed to the reader once.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// The user addresses of a stack, innermost first; None when the kernel no longer has it.
+    pub fn stack(&self, id: u32) -> Option<Vec<u64>> {
+        let trace = self.stacks.get(&id, 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
+    }
+
+    /// Per-probe kernel counters.
+    pub fn counters(&self) -> Vec<ProbeCounters> {
+        let read = |slot: u32| -> u64 {
+            self.counters
+                .get(&slot, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0)
+        };
+        self.slot_names
+            .iter()
+            .enumerate()
+            .map(|(probe, name)| {
+                let c = |counter: Counter| read(counter.slot(probe as u16));
+                ProbeCounters {
+                    name: name.clone(),
+                    emitted: c(Counter::Emitted),
+                    lost: c(Counter::RingFull),
+                    stack_failures: c(Counter::StackFailed),
+                    targets_full: c(Counter::TargetsFull),
+                    pending_full: c(Counter::PendingFull),
+                    path_failures: c(Counter::PathFailed),
+                }
+            })
+            .collect()
+    }
+}

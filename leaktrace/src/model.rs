@@ -1,0 +1,172 @@
+//! The vocabulary shared by the aggregator, symbolizer and reporters.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A stack id from the kernel's stack map.
+pub type StackId = u32;
+
+/// A user stack as captured: the id only means something together with the address space it
+/// was taken in, i.e. the process and which of its images (exec generation) was running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackRef {
+    pub pid: u32,
+    pub exec_gen: u32,
+    pub id: StackId,
+}
+
+/// What leaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    Thread,
+    Fd,
+}
+
+/// Kind of object behind an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdKind {
+    File,
+    Socket,
+    Pipe,
+    EventFd,
+    TimerFd,
+    Epoll,
+    SignalFd,
+    Inotify,
+    Fanotify,
+    MemFd,
+    PidFd,
+    Other,
+}
+
+impl FdKind {
+    pub const ALL: [FdKind; 12] = [
+        Self::File,
+        Self::Socket,
+        Self::Pipe,
+        Self::EventFd,
+        Self::TimerFd,
+        Self::Epoll,
+        Self::SignalFd,
+        Self::Inotify,
+        Self::Fanotify,
+        Self::MemFd,
+        Self::PidFd,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Socket => "socket",
+            Self::Pipe => "pipe",
+            Self::EventFd => "eventfd",
+            Self::TimerFd => "timerfd",
+            Self::Epoll => "epoll",
+            Self::SignalFd => "signalfd",
+            Self::Inotify => "inotify",
+            Self::Fanotify => "fanotify",
+            Self::MemFd => "memfd",
+            Self::PidFd => "pidfd",
+            Self::Other => "other",
+        }
+    }
+
+    /// Classifies an `/proc/PID/fd/N` link target, e.g. `socket:[123]`, `anon_inode:[eventfd]`,
+    /// `/memfd:name (deleted)`, `/etc/passwd`.
+    pub fn from_link(target: &str) -> Self {
+        if target.starts_with("socket:") {
+            return Self::Socket;
+        }
+        if target.starts_with("pipe:") {
+            return Self::Pipe;
+        }
+        if target.starts_with("/memfd:") {
+            return Self::MemFd;
+        }
+        if let Some(anon) = target.strip_prefix("anon_inode:") {
+            let name = anon.trim_start_matches('[').trim_end_matches(']');
+            return match name {
+                "eventfd" => Self::EventFd,
+                "timerfd" => Self::TimerFd,
+                "eventpoll" => Self::Epoll,
+                "signalfd" => Self::SignalFd,
+                "inotify" => Self::Inotify,
+                "fanotify" => Self::Fanotify,
+                "pidfd" => Self::PidFd,
+                _ => Self::Other,
+            };
+        }
+        if target.starts_with('/') {
+            Self::File
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// A process's state as /proc shows it at one moment: used to seed the aggregator at start
+/// and to re-sync it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub pid: u32,
+    pub comm: String,
+    /// CLOCK_MONOTONIC ns just before /proc was read: anything the events changed after this
+    /// is newer than the snapshot.
+    pub started_ns: u64,
+    pub tids: Vec<u32>,
+    pub fds: Vec<(i32, FdKind)>,
+}
+
+/// One group of outstanding resources: same process, resource, kind and creating stack.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub pid: u32,
+    pub comm: String,
+    pub resource: Resource,
+    /// Set for fds.
+    pub kind: Option<FdKind>,
+    pub stack: Option<StackRef>,
+    /// Live now from this stack.
+    pub outstanding: u64,
+    /// Created from this stack while traced.
+    pub created: u64,
+    pub oldest_age_ns: u64,
+    /// Net growth of `outstanding` per second over the observed window.
+    pub rate_per_s: f64,
+    /// A path one of the outstanding fds was opened with, if any.
+    pub sample_path: Option<String>,
+    /// The process has exited; this is what it held at exit.
+    pub exited: bool,
+}
+
+/// Per-process totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub comm: String,
+    pub threads: u64,
+    pub fds: BTreeMap<FdKind, u64>,
+    /// Of those, how many existed before tracing began (no stack known).
+    pub preexisting_threads: u64,
+    pub preexisting_fds: u64,
+    pub exited: bool,
+    /// Some objects were not tracked because a bound was hit: counts are a lower bound.
+    pub incomplete: bool,
+}
+
+/// One symbolized frame of a user stack; unknown fields are None.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// The address as captured (a return address for every frame but the innermost).
+    pub addr: u64,
+    /// Demangled function name.
+    pub symbol: Option<String>,
+    /// Path of the binary or library the address falls in.
+    pub module: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}

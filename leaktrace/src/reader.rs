@@ -1,0 +1,48 @@
+//! Drains the kernel ring buffer without busy-waiting: tokio wakes us when it has records.
+
+use std::io;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::{unix::AsyncFd, Interest};
+
+pub struct Reader {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl Reader {
+    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        // SAFETY: the ring buffer owns its fd, which stays open until the AsyncFd drops it.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self { ring })
+    }
+
+    /// Waits until records are available, then hands up to `max` of them to `f`.
+    pub async fn wait_and_drain(&mut self, max: usize, f: impl FnMut(&[u8])) -> io::Result<usize> {
+        let mut guard = self.ring.readable_mut().await?;
+        let (n, more) = drain_ring(guard.get_inner_mut(), max, f);
+        // Stay ready while records remain, so the next wait returns at once.
+        if !more {
+            guard.clear_ready();
+        }
+        Ok(n)
+    }
+
+    /// Hands up to `max` records available now to `f` without waiting; also says whether
+    /// more remain.
+    pub fn drain(&mut self, max: usize, f: impl FnMut(&[u8])) -> (usize, bool) {
+        drain_ring(self.ring.get_mut(), max, f)
+    }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, max: usize, mut f: impl FnMut(&[u8])) -> (usize, bool) {
+    let mut n = 0;
+    while n < max {
+        let Some(item) = ring.next() else {
+            return (n, false);
+        };
+        f(&item);
+        n += 1;
+    }
+    (n, true)
+}

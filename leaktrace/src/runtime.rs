@@ -1,0 +1,347 @@
+//! Wires the steps together: probes → reader → decoder → aggregator → symbolizer → reporters,
+//! with /proc seeding and re-sync, report intervals and the ways a run ends.
+
+use std::{
+    fs::File,
+    io::{self, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    aggregator::{Aggregator, Limits},
+    cli::{Cli, Format},
+    decoder::{self, DecodeError},
+    event::Event,
+    failure::Failure,
+    loader::{LoadOptions, Probes},
+    model::Snapshot,
+    preflight, procfs,
+    reader::Reader,
+    report::{self, Health, Located, Report},
+    symbolizer::Symbolizer,
+    target,
+    tracefs::Tracefs,
+};
+
+/// Records decoded per wake-up at most, so a flood cannot starve reports and signals.
+const MAX_BATCH: usize = 65_536;
+
+/// Checks `--pid` values before anything is loaded: each must be a live process (not a thread).
+fn validate_pids(pids: &[u32]) -> Result<(), Failure> {
+    for &pid in pids {
+        match procfs::is_process(pid) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Failure::Usage(format!(
+                    "{pid} is a thread id, not a process id; pass the process (tgid) it belongs to"
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Failure::Usage(format!("no process with pid {pid}")))
+            }
+            Err(e) => return Err(Failure::Usage(format!("cannot inspect pid {pid}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Everything between the ring buffer and the reporters.
+struct Session {
+    probes: Probes,
+    aggregator: Aggregator,
+    symbolizer: Symbolizer,
+    events: u64,
+    decode_errors: u64,
+}
+
+impl Session {
+    fn seed(&mut self, pid: u32) {
+        // A process that is already gone has nothing to seed.
+        if let Ok(snap) = procfs::snapshot(pid) {
+            self.aggregator.seed(&snap);
+        }
+    }
+
+    fn apply(&mut self, batch: &mut Vec<Result<Event, DecodeError>>) {
+        for decoded in batch.drain(..) {
+            match decoded {
+                Ok(event) => {
+                    self.events += 1;
+                    self.aggregator.apply(&event);
+                }
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+        self.settle();
+    }
+
+    /// Work the events asked for that needs the processes alive: capture new stacks, seed
+    /// processes seen for the first time, re-sync after exec.
+    fn settle(&mut self) {
+        for stack in self.aggregator.take_new_stacks() {
+            // A stack the kernel no longer has still gets an entry, with no frames.
+            let ips = self.probes.stack(stack.id).unwrap_or_default();
+            self.symbolizer.capture(stack, &ips);
+        }
+        for pid in self.aggregator.take_unseen() {
+            self.seed(pid);
+        }
+        for pid in self.aggregator.take_execs() {
+            if let Ok(snap) = procfs::snapshot(pid) {
+                self.aggregator.resync(&snap);
+            }
+        }
+    }
+
+    fn health(&self) -> Health {
+        let probes = self.probes.counters();
+        let sum = |f: fn(&crate::loader::ProbeCounters) -> u64| probes.iter().map(f).sum();
+        let agg = self.aggregator.counters();
+        Health {
+            events: self.events,
+            lost_events: sum(|p| p.lost),
+            stack_failures: sum(|p| p.stack_failures),
+            resync_mismatches: agg.resync_mismatches,
+            probes_attached: self.probes.attached.len(),
+            probes_skipped: self.probes.skipped.clone(),
+            decode_errors: self.decode_errors,
+            untracked_closes: agg.untracked_closes,
+            dropped_objects: agg.dropped_objects,
+            evicted_processes: agg.evicted_processes,
+            targets_full: sum(|p| p.targets_full),
+            pending_full: sum(|p| p.pending_full),
+            path_failures: sum(|p| p.path_failures),
+            probes,
+        }
+    }
+}
+
+/// Where reports go.
+struct Output {
+    format: Format,
+    out: Box<dyn Write>,
+}
+
+impl Output {
+    fn open(format: Format, path: Option<&PathBuf>) -> anyhow::Result<Self> {
+        let out: Box<dyn Write> = match path {
+            Some(p) => Box::new(io::BufWriter::new(
+                File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+            )),
+            None => Box::new(io::stdout()),
+        };
+        Ok(Self { format, out })
+    }
+
+    fn write(&mut self, r: &Report) -> io::Result<()> {
+        match self.format {
+            Format::Table => report::write_table(&mut self.out, r),
+            Format::Json => report::write_json(&mut self.out, r),
+        }
+    }
+}
+
+/// Why tracing stopped.
+enum Ending {
+    Signal,
+    Duration,
+    TargetsExited,
+    CommandExited(std::process::ExitStatus),
+}
+
+struct Clock {
+    start: Instant,
+    last_report: Instant,
+    last_events: u64,
+    seq: u64,
+}
+
+impl Clock {
+    fn report(&mut self, session: &mut Session, cli: &Cli, is_final: bool) -> Report {
+        let now = procfs::monotonic_ns();
+        let min_age_ns = cli.min_age.as_nanos() as u64;
+        let findings = session
+            .aggregator
+            .findings(now, min_age_ns)
+            .into_iter()
+            .take(cli.top)
+            .map(|finding| Located {
+                frames: finding
+                    .stack
+                    .map(|s| session.symbolizer.frames(s).to_vec())
+                    .unwrap_or_default(),
+                finding,
+            })
+            .collect();
+        let since = self.last_report.elapsed().as_secs_f64().max(1e-9);
+        let events_per_s = (session.events - self.last_events) as f64 / since;
+        self.last_report = Instant::now();
+        self.last_events = session.events;
+        self.seq += 1;
+        Report {
+            seq: self.seq,
+            is_final,
+            elapsed_s: self.start.elapsed().as_secs_f64(),
+            events_per_s,
+            min_age_s: cli.min_age.as_secs_f64(),
+            findings,
+            processes: session.aggregator.processes(),
+            health: session.health(),
+        }
+    }
+}
+
+/// Drains what the ring buffer holds right now into the session.
+fn drain_now(
+    reader: &mut Reader,
+    session: &mut Session,
+    batch: &mut Vec<Result<Event, DecodeError>>,
+) {
+    loop {
+        let (n, more) = reader.drain(MAX_BATCH, |rec| batch.push(decoder::decode(rec)));
+        session.apply(batch);
+        if n == 0 || !more {
+            break;
+        }
+    }
+}
+
+/// Re-syncs every live process with /proc: snapshots first, then the events that happened
+/// while they were read, then the comparison (the aggregator uses each snapshot's start time
+/// to tell real disagreements from changes that raced the read).
+fn resync(reader: &mut Reader, session: &mut Session, batch: &mut Vec<Result<Event, DecodeError>>) {
+    let mut snaps: Vec<Snapshot> = Vec::new();
+    for pid in session.aggregator.live_pids() {
+        match procfs::snapshot(pid) {
+            Ok(snap) => snaps.push(snap),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                session.aggregator.process_gone(pid, procfs::monotonic_ns())
+            }
+            // Permission or a race with exit: try again next interval.
+            Err(_) => {}
+        }
+    }
+    drain_now(reader, session, batch);
+    for snap in &snaps {
+        session.aggregator.resync(snap);
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if cli.pids.is_empty() && cli.command.is_empty() {
+        return Err(Failure::Usage(
+            "nothing to trace: give --pid PID (repeatable) or -- COMMAND [ARGS]".into(),
+        )
+        .into());
+    }
+    validate_pids(&cli.pids)?;
+    preflight::check_privileges()?;
+    let tracefs = Tracefs::find_or_mount().map_err(Failure::Kernel)?;
+    let mut probes = Probes::load(
+        &tracefs,
+        &LoadOptions {
+            ring_bytes: cli.ring_buffer_bytes,
+        },
+    )?;
+    let mut reader = Reader::new(probes.take_events().context("ring buffer taken twice")?)
+        .context("cannot watch the ring buffer")?;
+    let mut output = Output::open(cli.format, cli.output.as_ref())?;
+    let mut session = Session {
+        probes,
+        aggregator: Aggregator::new(Limits::default()),
+        symbolizer: Symbolizer::new(),
+        events: 0,
+        decode_errors: 0,
+    };
+
+    let mut spawned = None;
+    if !cli.command.is_empty() {
+        let mut child = target::spawn(&cli.command).context("cannot start the command")?;
+        session.probes.add_target(child.pid)?;
+        session.seed(child.pid);
+        child.release().context("cannot start the command")?;
+        spawned = Some(child);
+    }
+    for &pid in &cli.pids {
+        // Target first, then /proc: whatever happens in between is seen by both and merged.
+        session.probes.add_target(pid)?;
+        session.seed(pid);
+    }
+    let traced: Vec<String> = session
+        .aggregator
+        .processes()
+        .iter()
+        .map(|p| format!("{} ({})", p.pid, p.comm))
+        .collect();
+    eprintln!(
+        "leaktrace: tracing {} with {} probes attached, {} skipped; reports every {:?}, findings after {:?}",
+        traced.join(", "),
+        session.probes.attached.len(),
+        session.probes.skipped.len(),
+        cli.interval,
+        cli.min_age,
+    );
+    for s in &session.probes.skipped {
+        eprintln!("leaktrace: skipped {}: {}", s.name, s.reason);
+    }
+
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut clock = Clock {
+        start: Instant::now(),
+        last_report: Instant::now(),
+        last_events: 0,
+        seq: 0,
+    };
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = tokio::time::sleep(cli.duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+
+    let ending = loop {
+        tokio::select! {
+            drained = reader.wait_and_drain(MAX_BATCH, |rec| batch.push(decoder::decode(rec))) => {
+                drained.context("reading the ring buffer")?;
+                session.apply(&mut batch);
+            }
+            _ = ticker.tick() => {
+                resync(&mut reader, &mut session, &mut batch);
+                session.aggregator.tick(procfs::monotonic_ns());
+                let r = clock.report(&mut session, &cli, false);
+                output.write(&r)?;
+            }
+            _ = sigint.recv() => break Ending::Signal,
+            _ = sigterm.recv() => break Ending::Signal,
+            () = &mut deadline, if cli.duration.is_some() => break Ending::Duration,
+            status = async { spawned.as_mut().map(|s| s.child.wait()).expect("guarded").await },
+                if spawned.is_some() => break Ending::CommandExited(status?),
+        }
+        if spawned.is_none() && session.aggregator.live_pids().is_empty() {
+            break Ending::TargetsExited;
+        }
+    };
+
+    // Everything the kernel wrote before we stopped belongs in the final report.
+    drain_now(&mut reader, &mut session, &mut batch);
+    if !matches!(ending, Ending::CommandExited(_) | Ending::TargetsExited) {
+        resync(&mut reader, &mut session, &mut batch);
+    }
+    session.aggregator.tick(procfs::monotonic_ns());
+    let r = clock.report(&mut session, &cli, true);
+    output.write(&r)?;
+    match ending {
+        Ending::CommandExited(status) => eprintln!("leaktrace: command exited: {status}"),
+        Ending::TargetsExited => eprintln!("leaktrace: every traced process has exited"),
+        Ending::Duration | Ending::Signal => {}
+    }
+    if let Some(mut child) = spawned {
+        child.stop(Duration::from_secs(2)).await;
+    }
+    Ok(0)
+}
