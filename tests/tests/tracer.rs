@@ -1,0 +1,620 @@
+//! Integration tests: the real leaktrace binary loads its eBPF programs into this kernel and
+//! traces the reproducer; every assertion is checked against what the kernel shows in /proc.
+//! They need root (CI always is) and are run by `cargo xtask test`, which passes the binaries'
+//! paths in LEAKTRACE_BIN and LEAKTRACE_REPRODUCER.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn binary(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release")
+            .join(name)
+    })
+}
+
+fn leaktrace() -> Command {
+    Command::new(binary("LEAKTRACE_BIN", "leaktrace"))
+}
+
+fn reproducer_path() -> PathBuf {
+    binary("LEAKTRACE_REPRODUCER", "leaktrace-reproducer")
+}
+
+fn require_root() {
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "NOT RUN: integration tests load eBPF programs and need root; run `sudo -E cargo xtask test`"
+    );
+}
+
+/// Lines of a child's stream, collected by a thread so the child never blocks on a full pipe.
+struct Lines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn new(stream: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line matching `pred`, returning it.
+    fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(line) = self.seen.iter().find(|l| pred(l)) {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out waiting for {what}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything until the stream closes.
+    fn rest(mut self) -> Vec<String> {
+        self.seen.extend(self.rx.iter());
+        self.seen
+    }
+}
+
+/// The reproducer, started with --wait-stdin so the tracer can attach before it leaks.
+struct Repro {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines,
+    pid: u32,
+}
+
+impl Repro {
+    fn start(scenario: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(reproducer_path())
+            .arg(scenario)
+            .args(args)
+            .arg("--wait-stdin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the reproducer");
+        let stdin = child.stdin.take();
+        let mut stdout = Lines::new(child.stdout.take().expect("stdout"));
+        let ready = stdout.wait_for("ready", Duration::from_secs(10), |l| l.starts_with("ready"));
+        let pid = ready
+            .strip_prefix("ready pid=")
+            .and_then(|p| p.parse().ok())
+            .expect("ready pid=N");
+        Self {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    /// Starts the leaking and waits until it is done; returns how many objects it leaked.
+    fn go_and_wait(&mut self) -> u64 {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"go\n").expect("release the reproducer");
+        stdin.flush().expect("flush");
+        let done = self
+            .stdout
+            .wait_for("done", Duration::from_secs(60), |l| l.starts_with("done"));
+        done.strip_prefix("done leaked=")
+            .and_then(|n| n.parse().ok())
+            .expect("done leaked=N")
+    }
+}
+
+impl Drop for Repro {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running tracer with JSON output.
+struct Tracer {
+    child: Child,
+    stdout: Lines,
+    stderr: Lines,
+}
+
+impl Tracer {
+    fn start(args: &[String]) -> Self {
+        let mut child = leaktrace()
+            .args(["--format", "json", "--interval", "1s", "--min-age", "500ms"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start leaktrace");
+        let stdout = Lines::new(child.stdout.take().expect("stdout"));
+        let mut stderr = Lines::new(child.stderr.take().expect("stderr"));
+        stderr.wait_for("attach", Duration::from_secs(60), |l| {
+            l.starts_with("leaktrace: tracing") || l.contains("error")
+        });
+        assert!(
+            stderr
+                .seen
+                .iter()
+                .any(|l| l.starts_with("leaktrace: tracing")),
+            "leaktrace did not start: {:?}",
+            stderr.seen
+        );
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for one more periodic report so what happened so far is in the tracer's state.
+    fn wait_reports(&mut self, n: usize) {
+        let start = self.stdout.seen.len();
+        for _ in 0..n {
+            let before = self.stdout.seen.len().max(start);
+            self.stdout
+                .wait_for("a report", Duration::from_secs(10), |l| {
+                    l.contains(r#""type":"report""#)
+                });
+            // wait_for returns an earlier match first; make sure we moved on.
+            if self.stdout.seen.len() == before {
+                self.stdout
+                    .wait_for("next line", Duration::from_secs(10), |_| true);
+            }
+        }
+    }
+
+    /// SIGINT, then the final report.
+    fn stop(self) -> Output {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    fn finish(mut self) -> Output {
+        let status = self.child.wait().expect("wait for leaktrace");
+        let stderr = self.stderr.rest();
+        assert!(
+            status.success(),
+            "leaktrace failed: {status}\n{}",
+            stderr.join("\n")
+        );
+        Output::parse(&self.stdout.rest(), stderr)
+    }
+}
+
+/// The final report of a run.
+#[derive(Debug)]
+struct Output {
+    findings: Vec<Value>,
+    processes: Vec<Value>,
+    health: Value,
+    stderr: Vec<String>,
+}
+
+impl Output {
+    fn parse(lines: &[String], stderr: Vec<String>) -> Self {
+        let values: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let final_seq = values
+            .iter()
+            .filter(|v| v["type"] == "report" && v["final"] == true)
+            .map(|v| v["seq"].clone())
+            .next_back()
+            .expect("a final report");
+        let of_type = |t: &str| -> Vec<Value> {
+            values
+                .iter()
+                .filter(|v| v["seq"] == final_seq && v["type"] == t)
+                .cloned()
+                .collect()
+        };
+        let health = of_type("health").pop().expect("a health line");
+        Self {
+            findings: of_type("finding"),
+            processes: of_type("process"),
+            health,
+            stderr,
+        }
+    }
+
+    fn findings_of(&self, pid: u32) -> Vec<&Value> {
+        self.findings.iter().filter(|f| f["pid"] == pid).collect()
+    }
+
+    fn process(&self, pid: u32) -> &Value {
+        self.processes
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap_or_else(|| panic!("no process record for {pid}: {:?}", self.processes))
+    }
+
+    fn assert_nothing_lost(&self) {
+        let h = &self.health;
+        for field in [
+            "lost_events",
+            "decode_errors",
+            "dropped_objects",
+            "pending_full",
+        ] {
+            assert_eq!(h[field], 0, "{field} in {h}");
+        }
+    }
+}
+
+fn symbols(finding: &Value) -> Vec<String> {
+    finding["frames"]
+        .as_array()
+        .map(|frames| {
+            frames
+                .iter()
+                .map(|f| f["symbol"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What /proc says a process holds: thread count and fds by kind (classified independently of
+/// leaktrace's own code).
+fn proc_truth(pid: u32) -> (u64, BTreeMap<String, u64>) {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .count() as u64;
+    let mut fds = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fd dir") {
+        let Ok(target) = std::fs::read_link(entry.expect("fd entry").path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        let kind = if t.starts_with("socket:") {
+            "socket"
+        } else if t.starts_with("pipe:") {
+            "pipe"
+        } else if t.starts_with("/memfd:") {
+            "memfd"
+        } else if let Some(anon) = t.strip_prefix("anon_inode:") {
+            match anon.trim_matches(['[', ']']) {
+                "eventfd" => "eventfd",
+                "timerfd" => "timerfd",
+                "eventpoll" => "epoll",
+                "signalfd" => "signalfd",
+                "inotify" => "inotify",
+                "fanotify" => "fanotify",
+                "pidfd" => "pidfd",
+                _ => "other",
+            }
+        } else if t.starts_with('/') {
+            "file"
+        } else {
+            "other"
+        };
+        *fds.entry(kind.to_owned()).or_default() += 1;
+    }
+    (threads, fds)
+}
+
+fn within_5_percent(got: u64, want: u64) -> bool {
+    got.abs_diff(want) * 20 <= want.max(1)
+}
+
+/// Asserts the tracer's process record agrees with /proc within 5%.
+fn assert_matches_proc(out: &Output, pid: u32, truth: &(u64, BTreeMap<String, u64>)) {
+    let p = out.process(pid);
+    let threads = p["threads"].as_u64().expect("threads");
+    assert!(
+        within_5_percent(threads, truth.0),
+        "threads: leaktrace {threads}, /proc {}",
+        truth.0
+    );
+    let reported: BTreeMap<String, u64> = p["fds"]
+        .as_object()
+        .expect("fds")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("count")))
+        .collect();
+    for kind in reported.keys().chain(truth.1.keys()) {
+        let got = reported.get(kind).copied().unwrap_or(0);
+        let want = truth.1.get(kind).copied().unwrap_or(0);
+        assert!(
+            within_5_percent(got, want),
+            "{kind} fds: leaktrace {got}, /proc {want} (leaktrace {reported:?}, /proc {:?})",
+            truth.1
+        );
+    }
+}
+
+/// Runs one leak scenario under `--pid` and checks finding, counts and health.
+fn leak_scenario(scenario: &str, resource: &str, kind: Option<&str>, function: &str) {
+    require_root();
+    let mut repro = Repro::start(scenario, &["--count", "40", "--interval-ms", "20"]);
+    let mut tracer = Tracer::start(&["--pid".into(), repro.pid.to_string()]);
+    let leaked = repro.go_and_wait();
+    assert_eq!(leaked, 40);
+    tracer.wait_reports(2);
+    let truth = proc_truth(repro.pid);
+    let out = tracer.stop();
+
+    let findings = out.findings_of(repro.pid);
+    let top = findings
+        .first()
+        .unwrap_or_else(|| panic!("no finding for {scenario}: {out:?}"));
+    assert_eq!(top["resource"], resource, "{top}");
+    if let Some(kind) = kind {
+        assert_eq!(top["kind"], kind, "{top}");
+    }
+    let frames = symbols(top);
+    assert!(
+        frames.iter().any(|s| s.contains(function)),
+        "{function} not in the top finding's frames {frames:?}"
+    );
+    let outstanding = top["outstanding"].as_u64().expect("outstanding");
+    assert!(
+        within_5_percent(outstanding, leaked),
+        "outstanding {outstanding}, leaked {leaked}: {top}"
+    );
+    assert_matches_proc(&out, repro.pid, &truth);
+    out.assert_nothing_lost();
+}
+
+macro_rules! leak_tests {
+    ($($name:ident: $scenario:literal, $resource:literal, $kind:expr, $function:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                leak_scenario($scenario, $resource, $kind, $function);
+            }
+        )*
+    };
+}
+
+leak_tests! {
+    threads_blocked_forever: "threads", "thread", None, "leak_blocked_thread";
+    fd_file: "fd-file", "fd", Some("file"), "leak_file_fd";
+    fd_socket: "fd-socket", "fd", Some("socket"), "leak_socket_fd";
+    fd_socketpair: "fd-socketpair", "fd", Some("socket"), "leak_socketpair_fds";
+    fd_accept: "fd-accept", "fd", Some("socket"), "leak_accepted_socket";
+    fd_pipe: "fd-pipe", "fd", Some("pipe"), "leak_pipe_fds";
+    fd_eventfd: "fd-eventfd", "fd", Some("eventfd"), "leak_eventfd";
+    fd_timerfd: "fd-timerfd", "fd", Some("timerfd"), "leak_timerfd";
+    fd_epoll: "fd-epoll", "fd", Some("epoll"), "leak_epoll_fd";
+    fd_signalfd: "fd-signalfd", "fd", Some("signalfd"), "leak_signalfd";
+    fd_inotify: "fd-inotify", "fd", Some("inotify"), "leak_inotify_fd";
+    fd_fanotify: "fd-fanotify", "fd", Some("fanotify"), "leak_fanotify_fd";
+    fd_memfd: "fd-memfd", "fd", Some("memfd"), "leak_memfd";
+    fd_pidfd: "fd-pidfd", "fd", Some("pidfd"), "leak_pidfd";
+    fd_dup: "fd-dup", "fd", Some("file"), "leak_dup_fd";
+}
+
+#[test]
+fn clean_churn_yields_no_finding() {
+    require_root();
+    let mut repro = Repro::start("clean", &["--count", "3000"]);
+    let mut tracer = Tracer::start(&["--pid".into(), repro.pid.to_string()]);
+    assert_eq!(repro.go_and_wait(), 0);
+    tracer.wait_reports(2);
+    let truth = proc_truth(repro.pid);
+    let out = tracer.stop();
+    assert!(
+        out.findings_of(repro.pid).is_empty(),
+        "clean churn produced findings: {:?}",
+        out.findings
+    );
+    let events = out.health["events"].as_u64().expect("events");
+    assert!(
+        events > 3000 * 8,
+        "the churn should have produced many events, saw {events}"
+    );
+    assert_matches_proc(&out, repro.pid, &truth);
+    out.assert_nothing_lost();
+}
+
+#[test]
+fn traced_command_is_followed_from_exec_to_exit() {
+    require_root();
+    let report = std::env::temp_dir().join(format!("leaktrace-cmd-{}.jsonl", std::process::id()));
+    let repro = reproducer_path();
+    let child = leaktrace()
+        .args([
+            "--format",
+            "json",
+            "--interval",
+            "1s",
+            "--min-age",
+            "200ms",
+            "-o",
+        ])
+        .arg(&report)
+        .arg("--")
+        .arg(&repro)
+        .args([
+            "fd-pipe",
+            "--count",
+            "30",
+            "--interval-ms",
+            "20",
+            "--no-hold",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start leaktrace");
+    let mut child = child;
+    let stderr = Lines::new(child.stderr.take().expect("stderr"));
+    let status = child.wait().expect("wait");
+    let stderr = stderr.rest();
+    assert!(status.success(), "{status}: {stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("command exited: exit status: 0")),
+        "{stderr:?}"
+    );
+    let text = std::fs::read_to_string(&report).expect("report file");
+    std::fs::remove_file(&report).ok();
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    let out = Output::parse(&lines, stderr);
+    let pipe = out
+        .findings
+        .iter()
+        .find(|f| f["kind"] == "pipe")
+        .unwrap_or_else(|| panic!("no pipe finding: {:?}", out.findings));
+    assert_eq!(pipe["outstanding"], 30, "{pipe}");
+    assert_eq!(pipe["exited"], true, "{pipe}");
+    let frames = symbols(pipe);
+    assert!(
+        frames.iter().any(|s| s.contains("leak_pipe_fds")),
+        "{frames:?}"
+    );
+    let pid = pipe["pid"].as_u64().expect("pid") as u32;
+    let p = out.process(pid);
+    assert_eq!(p["exited"], true);
+    assert_eq!(p["comm"], "leaktrace-repro", "comm after exec: {p}");
+    out.assert_nothing_lost();
+}
+
+#[test]
+fn target_exiting_mid_trace_ends_with_a_final_report() {
+    require_root();
+    // Leak over a second, so the oldest leaked fd is past --min-age when the process exits.
+    let mut repro = Repro::start(
+        "fd-eventfd",
+        &["--count", "10", "--interval-ms", "100", "--no-hold"],
+    );
+    let tracer = Tracer::start(&["--pid".into(), repro.pid.to_string()]);
+    assert_eq!(repro.go_and_wait(), 10);
+    // The reproducer exits on its own; the tracer notices and stops without a signal.
+    let out = tracer.finish();
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("every traced process has exited")),
+        "{:?}",
+        out.stderr
+    );
+    let f = out.findings_of(repro.pid);
+    let top = f.first().expect("the leak held at exit is reported");
+    assert_eq!(top["kind"], "eventfd");
+    assert_eq!(top["outstanding"], 10);
+    assert_eq!(top["exited"], true);
+}
+
+#[test]
+fn unknown_pid_is_a_usage_error() {
+    // pid_max is at most 2^22: this pid cannot exist.
+    let out = leaktrace()
+        .args(["--pid", "99999999"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no process with pid 99999999"), "{stderr}");
+}
+
+#[test]
+fn nothing_to_trace_is_a_usage_error() {
+    let out = leaktrace().output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to trace"));
+}
+
+#[test]
+fn without_privileges_it_names_the_missing_capabilities() {
+    require_root();
+    // Drop to nobody with no capabilities at all.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(binary("LEAKTRACE_BIN", "leaktrace"))
+        .args(["--pid", "1"])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("CAP_BPF and CAP_PERFMON"), "{stderr}");
+}
+
+#[test]
+fn every_probe_is_attached_or_listed_with_a_reason() {
+    require_root();
+    let mut repro = Repro::start("fd-file", &["--count", "2", "--interval-ms", "1"]);
+    let tracer = Tracer::start(&[
+        "--pid".into(),
+        repro.pid.to_string(),
+        "--duration".into(),
+        "1s".into(),
+    ]);
+    repro.go_and_wait();
+    let out = tracer.finish();
+    let h = &out.health;
+    let attached = h["probes_attached"].as_u64().expect("count");
+    let skipped = h["probes_skipped"].as_array().expect("list");
+    for s in skipped {
+        assert!(s["reason"].as_str().is_some_and(|r| !r.is_empty()), "{s}");
+    }
+    // Thread create/exit/exec, plus entry or exit (or both) of each fd syscall.
+    let tracefs = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_dir())
+    .expect("tracefs mounted by leaktrace");
+    let exists = |tp: &str| std::path::Path::new(&format!("{tracefs}/{tp}")).is_dir();
+    for tp in [
+        "task/task_newtask",
+        "sched/sched_process_exit",
+        "sched/sched_process_exec",
+    ] {
+        assert!(exists(tp));
+    }
+    assert!(attached >= 3 + 30, "only {attached} probes attached: {h}");
+    let per_probe = h["probes"].as_array().expect("per-probe counters");
+    let openat = per_probe
+        .iter()
+        .find(|p| p["name"] == "openat")
+        .expect("openat counters");
+    assert!(openat["emitted"].as_u64().unwrap_or(0) >= 2, "{openat}");
+}
