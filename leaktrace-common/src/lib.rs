@@ -16,6 +16,7 @@ pub mod names {
     pub const SYSCALLS: &str = "SYSCALLS";
     pub const PENDING: &str = "PENDING";
     pub const CONFIG: &str = "CONFIG";
+    pub const WAITS: &str = "WAITS";
 }
 
 /// Capacity of the in-kernel maps (userspace may shrink or grow some at load time).
@@ -32,6 +33,8 @@ pub mod capacity {
     pub const SYSCALLS: u32 = 512;
     /// Probe slots in the counter array.
     pub const PROBES: u32 = 64;
+    /// Threads that can be inside a futex wait at the same moment.
+    pub const WAITS: u32 = 65536;
 }
 
 /// Bytes of a pathname captured at open; longer paths are cut and marked truncated.
@@ -318,7 +321,9 @@ impl Probe {
     pub const TASK_NEW: u16 = 0;
     pub const THREAD_EXIT: u16 = 1;
     pub const EXEC: u16 = 2;
-    pub const FIRST_SYSCALL: u16 = 3;
+    pub const FUTEX: u16 = 3;
+    pub const FUTEX_WAITV: u16 = 4;
+    pub const FIRST_SYSCALL: u16 = 5;
 
     pub const fn syscall(index: u16) -> u16 {
         Self::FIRST_SYSCALL + index
@@ -341,10 +346,12 @@ pub enum Counter {
     PendingFull = 4,
     /// Paths that could not be read from user memory.
     PathFailed = 5,
+    /// Futex waits not tracked because the in-flight wait map was full.
+    WaitsFull = 6,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::Emitted,
         Self::RingFull,
@@ -352,6 +359,7 @@ impl Counter {
         Self::TargetsFull,
         Self::PendingFull,
         Self::PathFailed,
+        Self::WaitsFull,
     ];
 
     pub const fn slot(self, probe: u16) -> u32 {
@@ -382,6 +390,44 @@ pub struct Config {
     pub syscall_args_off: u32,
 }
 
+/// `futex(2)` commands that put the caller to sleep (the command is `op & FUTEX_CMD_MASK`).
+pub mod futex {
+    pub const CMD_MASK: u32 = !(128 | 256); // ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+    pub const WAIT: u32 = 0;
+    pub const LOCK_PI: u32 = 6;
+    pub const WAIT_BITSET: u32 = 9;
+    pub const WAIT_REQUEUE_PI: u32 = 11;
+    pub const LOCK_PI2: u32 = 13;
+    /// Marks a `futex_waitv` wait in [`super::InFlightWait::op`] (not a futex(2) command).
+    pub const WAITV: u32 = u32::MAX;
+
+    pub const fn is_wait(cmd: u32) -> bool {
+        matches!(
+            cmd,
+            WAIT | LOCK_PI | WAIT_BITSET | WAIT_REQUEUE_PI | LOCK_PI2
+        )
+    }
+}
+
+/// A futex wait in progress, in `WAITS` keyed by thread id: written at syscall entry, removed
+/// at exit or when the thread exits. Userspace scans the map; a waiter that never wakes is
+/// exactly one whose entry stays.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlightWait {
+    /// `bpf_ktime_get_ns()` at entry.
+    pub start_ns: u64,
+    /// The futex word (for futex_waitv: the first waiter's).
+    pub uaddr: u64,
+    pub tgid: u32,
+    /// The futex command ([`futex`]), or [`futex::WAITV`].
+    pub op: u32,
+    /// The value the caller expected in the futex word (glibc's mutex waits pass 2).
+    pub val: u32,
+    /// User stack at entry, or [`NO_STACK`].
+    pub stack_id: i32,
+}
+
 /// Value in `TARGETS`: why a tgid is traced.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -398,4 +444,5 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallSpec {}
     unsafe impl aya::Pod for super::PendingCall {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::InFlightWait {}
 }

@@ -18,10 +18,10 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext as _, TracePointContext},
 };
 use leaktrace_common::{
-    capacity, Config, Counter, EventHeader, EventKind, ExecEvent, FdEvent, FdKind, FdOp,
-    FdPathEvent, GroupDead, PendingCall, Probe, Shape, SyscallSpec, Target, TaskNewEvent,
-    ThreadExitEvent, BPF_F_USER_STACK, CLONE_THREAD, CLOSE_RANGE_CLOEXEC, F_DUPFD, F_DUPFD_CLOEXEC,
-    NO_STACK, PATH_CAP,
+    capacity, futex, Config, Counter, EventHeader, EventKind, ExecEvent, FdEvent, FdKind, FdOp,
+    FdPathEvent, GroupDead, InFlightWait, PendingCall, Probe, Shape, SyscallSpec, Target,
+    TaskNewEvent, ThreadExitEvent, BPF_F_USER_STACK, CLONE_THREAD, CLOSE_RANGE_CLOEXEC, F_DUPFD,
+    F_DUPFD_CLOEXEC, NO_STACK, PATH_CAP,
 };
 
 /// Written by the loader before the programs are loaded (see `Config`).
@@ -55,6 +55,9 @@ static SYSCALLS: Array<SyscallSpec> = Array::with_max_entries(capacity::SYSCALLS
 
 #[map]
 static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(capacity::PENDING, 0);
+
+#[map]
+static WAITS: HashMap<u32, InFlightWait> = HashMap::with_max_entries(capacity::WAITS, 0);
 
 #[inline(always)]
 fn config() -> Config {
@@ -180,6 +183,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             None => GroupDead::Unknown,
         }
     };
+    // A thread killed while it waits may never pass the futex exit.
+    let _ = WAITS.remove(tid);
     if group_dead == GroupDead::Yes {
         // The tgid is free for reuse by an unrelated process: stop tracing it.
         let _ = TARGETS.remove(tgid);
@@ -412,6 +417,67 @@ fn emit_path(
     }
     entry.submit(0);
     count(probe, Counter::Emitted);
+}
+
+/// Records an in-flight wait. The futex path is hot: untraced processes leave at the first
+/// lookup, and a traced wait costs one stack capture and one map update, no ring-buffer record.
+#[inline(always)]
+fn record_wait(ctx: &TracePointContext, probe: u16, op: u32, uaddr_of: impl Fn(&Config) -> u64) {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return;
+    };
+    let arg = |i: u32| read::<u64>(ctx, cfg.syscall_args_off + i * 8).unwrap_or(0);
+    let (op, val) = if op == futex::WAITV {
+        (op, 0)
+    } else {
+        let cmd = arg(1) as u32 & futex::CMD_MASK;
+        if !futex::is_wait(cmd) {
+            return;
+        }
+        (cmd, arg(2) as u32)
+    };
+    let wait = InFlightWait {
+        // SAFETY: helper without preconditions.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        uaddr: uaddr_of(&cfg),
+        tgid,
+        op,
+        val,
+        stack_id: user_stack(ctx, probe),
+    };
+    if WAITS.insert(tid, wait, 0).is_err() {
+        count(probe, Counter::WaitsFull);
+    }
+}
+
+#[tracepoint]
+pub fn futex_enter(ctx: TracePointContext) -> u32 {
+    record_wait(&ctx, Probe::FUTEX, 0, |cfg| {
+        read::<u64>(&ctx, cfg.syscall_args_off).unwrap_or(0)
+    });
+    0
+}
+
+#[tracepoint]
+pub fn futex_waitv_enter(ctx: TracePointContext) -> u32 {
+    record_wait(&ctx, Probe::FUTEX_WAITV, futex::WAITV, |cfg| {
+        // struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 __reserved; } waiters[]
+        let waiters = read::<u64>(&ctx, cfg.syscall_args_off).unwrap_or(0);
+        // SAFETY: a read of the caller's array; a fault just yields 0.
+        unsafe { bpf_probe_read_user((waiters + 8) as *const u64) }.unwrap_or(0)
+    });
+    0
+}
+
+/// Exit of futex / futex_waitv: the wait, if any, is over.
+#[tracepoint]
+pub fn futex_exit(_ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    if let Some((_, tid)) = traced_current(&cfg) {
+        let _ = WAITS.remove(tid);
+    }
+    0
 }
 
 #[cfg(not(test))]
