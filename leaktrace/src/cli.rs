@@ -39,6 +39,11 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub min_age: Duration,
 
+    /// A futex wait this long is a blocked waiter. Most waits end in microseconds; 5 s is far
+    /// beyond lock hand-offs and request latencies, yet shows a stuck thread quickly.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub min_wait: Duration,
+
     /// Findings shown per report.
     #[arg(long, default_value_t = 10)]
     pub top: usize,

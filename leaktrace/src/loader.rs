@@ -6,7 +6,7 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use leaktrace_common::{names, Config, Counter, Probe, SyscallSpec, Target};
+use leaktrace_common::{names, Config, Counter, InFlightWait, Probe, SyscallSpec, Target};
 use serde::Serialize;
 
 use crate::{failure::Failure, syscalls::FD_SYSCALLS, tracefs::Tracefs};
@@ -37,6 +37,7 @@ pub struct ProbeCounters {
     pub targets_full: u64,
     pub pending_full: u64,
     pub path_failures: u64,
+    pub waits_full: u64,
 }
 
 /// The loaded and attached probes and the maps userspace talks to.
@@ -47,6 +48,7 @@ pub struct Probes {
     stacks: StackTraceMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
     targets: HashMap<MapData, u32, u8>,
+    waits: HashMap<MapData, u32, InFlightWait>,
     /// Tracepoints attached, as `category:name`.
     pub attached: Vec<String>,
     pub skipped: Vec<Skipped>,
@@ -57,6 +59,14 @@ pub struct Probes {
 const TASK_NEWTASK: (&str, &str) = ("task", "task_newtask");
 const PROCESS_EXIT: (&str, &str) = ("sched", "sched_process_exit");
 const PROCESS_EXEC: (&str, &str) = ("sched", "sched_process_exec");
+
+/// Futex probes: (program, tracepoint, probe slot name).
+const FUTEX_PROBES: [(&str, &str); 4] = [
+    ("futex_enter", "sys_enter_futex"),
+    ("futex_exit", "sys_exit_futex"),
+    ("futex_waitv_enter", "sys_enter_futex_waitv"),
+    ("futex_exit", "sys_exit_futex_waitv"),
+];
 
 fn kernel(what: impl std::fmt::Display) -> Failure {
     Failure::Kernel(what.to_string())
@@ -176,6 +186,9 @@ impl Probes {
             "sched_process_exec",
             "fd_syscall_enter",
             "fd_syscall_exit",
+            "futex_enter",
+            "futex_waitv_enter",
+            "futex_exit",
         ] {
             tracepoint(&mut ebpf, program)?
                 .load()
@@ -201,10 +214,22 @@ impl Probes {
 
         let mut syscalls: Array<MapData, SyscallSpec> = take_map(&mut ebpf, names::SYSCALLS)?;
         let syscalls_usable = !already_skipped(&skipped, "syscalls:*");
+        if syscalls_usable {
+            for (program, tp) in FUTEX_PROBES {
+                if let Err(reason) = attach(&mut ebpf, program, "syscalls", tp) {
+                    skipped.push(Skipped {
+                        name: format!("syscalls:{tp}"),
+                        reason,
+                    });
+                }
+            }
+        }
         let mut slot_names = vec![
             format!("{}:{}", TASK_NEWTASK.0, TASK_NEWTASK.1),
             format!("{}:{}", PROCESS_EXIT.0, PROCESS_EXIT.1),
             format!("{}:{}", PROCESS_EXEC.0, PROCESS_EXEC.1),
+            "futex".to_owned(),
+            "futex_waitv".to_owned(),
         ];
         for (index, syscall) in FD_SYSCALLS.iter().enumerate() {
             let probe = Probe::syscall(index as u16);
@@ -250,6 +275,7 @@ impl Probes {
             stacks: take_map(&mut ebpf, names::STACKS)?,
             counters: take_map(&mut ebpf, names::COUNTERS)?,
             targets: take_map(&mut ebpf, names::TARGETS)?,
+            waits: take_map(&mut ebpf, names::WAITS)?,
             _ebpf: ebpf,
             attached,
             skipped,
@@ -275,6 +301,15 @@ impl Probes {
         Some(trace.frames().iter().map(|f| f.ip).collect())
     }
 
+    /// Every futex wait in progress in a traced process, by thread id.
+    pub fn waits(&self) -> Vec<(u32, InFlightWait)> {
+        // The map changes while it is walked: a key deleted under the walk restarts it in the
+        // kernel (hence the dedup by tid), and an error ends it; the next scan sees the rest.
+        let by_tid: std::collections::BTreeMap<u32, InFlightWait> =
+            self.waits.iter().map_while(Result::ok).collect();
+        by_tid.into_iter().collect()
+    }
+
     /// Per-probe kernel counters.
     pub fn counters(&self) -> Vec<ProbeCounters> {
         let read = |slot: u32| -> u64 {
@@ -296,6 +331,7 @@ impl Probes {
                     targets_full: c(Counter::TargetsFull),
                     pending_full: c(Counter::PendingFull),
                     path_failures: c(Counter::PathFailed),
+                    waits_full: c(Counter::WaitsFull),
                 }
             })
             .collect()

@@ -22,6 +22,8 @@ pub struct StackRef {
 pub enum Resource {
     Thread,
     Fd,
+    /// A thread blocked in a futex wait.
+    Waiter,
 }
 
 /// Kind of object behind an fd.
@@ -141,6 +143,8 @@ pub struct Finding {
     pub sample_path: Option<String>,
     /// The process has exited; this is what it held at exit.
     pub exited: bool,
+    /// Set for blocked waiters.
+    pub waiter: Option<WaiterDetail>,
 }
 
 /// Per-process totals.
@@ -156,6 +160,8 @@ pub struct ProcessSummary {
     pub exited: bool,
     /// Some objects were not tracked because a bound was hit: counts are a lower bound.
     pub incomplete: bool,
+    /// Threads blocked in futex waits at the last scan (the waiter scan fills this in).
+    pub blocked_waiters: u64,
 }
 
 /// One symbolized frame of a user stack; unknown fields are None.
@@ -169,4 +175,89 @@ pub struct Frame {
     pub module: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+}
+
+/// The wait syscall a waiter is blocked in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitKind {
+    Futex,
+    FutexWaitv,
+}
+
+impl WaitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Futex => "futex",
+            Self::FutexWaitv => "futex_waitv",
+        }
+    }
+}
+
+/// How the owner of a lock was determined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerSource {
+    /// A PI futex word holds its owner's tid (FUTEX_TID_MASK).
+    PiFutexWord,
+    /// glibc's `pthread_mutex_t.__data.__owner`, next to the futex word of a locked mutex.
+    GlibcMutexOwner,
+}
+
+/// The thread holding the lock a waiter waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub tid: u32,
+    pub source: OwnerSource,
+}
+
+/// A thread in a futex wait, as one scan of the kernel's in-flight wait map showed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wait {
+    pub pid: u32,
+    pub tid: u32,
+    /// The futex word waited on (futex_waitv: the first one).
+    pub uaddr: u64,
+    pub kind: WaitKind,
+    /// Monotonic ns when the wait began.
+    pub since_ns: u64,
+    pub stack: Option<StackRef>,
+    /// Who holds the lock, when that can be read from the process's memory.
+    pub owner: Option<Owner>,
+}
+
+/// What a group of blocked waiters amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Waiters from this stack keep increasing: a leak.
+    Growing,
+    /// A fixed set blocked for long: shown, not a leak (an idle pool looks like this).
+    Stuck,
+    /// Part of a cycle of threads each waiting for a lock the next one holds.
+    Deadlock,
+}
+
+/// One step of a deadlock cycle: `tid` waits on `waits_on`, held by `held_by`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CycleLink {
+    pub tid: u32,
+    pub waits_on: u64,
+    pub held_by: u32,
+    pub owner_source: OwnerSource,
+    pub stack: Option<StackRef>,
+}
+
+/// What a waiter finding adds to a finding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaiterDetail {
+    pub kind: WaitKind,
+    /// The futex word most of the group waits on.
+    pub futex_address: u64,
+    /// How many distinct futex words the group waits on.
+    pub futex_addresses: usize,
+    pub waiting_tids: Vec<u32>,
+    pub verdict: Verdict,
+    /// For a deadlock: the cycle, starting at one of this group's waiters.
+    pub cycle: Vec<CycleLink>,
 }

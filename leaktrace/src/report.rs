@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     loader::{ProbeCounters, Skipped},
-    model::{Finding, Frame, ProcessSummary, Resource},
+    model::{Finding, Frame, OwnerSource, ProcessSummary, Resource, Verdict, WaiterDetail},
 };
 
 /// How complete the picture is: every loss, failure and disagreement, counted.
@@ -33,6 +33,8 @@ pub struct Health {
     pub targets_full: u64,
     pub pending_full: u64,
     pub path_failures: u64,
+    /// Futex waits not tracked because the in-flight wait map was full.
+    pub waits_full: u64,
     pub probes: Vec<ProbeCounters>,
 }
 
@@ -41,6 +43,8 @@ pub struct Health {
 pub struct Located {
     pub finding: Finding,
     pub frames: Vec<Frame>,
+    /// For a deadlock: the frames of each link of the cycle, in order.
+    pub cycle_frames: Vec<Vec<Frame>>,
 }
 
 /// One report: everything printed at an interval or at the end.
@@ -81,6 +85,7 @@ enum Line<'a> {
         preexisting: Preexisting,
         exited: bool,
         incomplete: bool,
+        blocked_waiters: u64,
     },
     Finding {
         seq: u64,
@@ -96,7 +101,59 @@ enum Line<'a> {
         frames: &'a [Frame],
         path: Option<&'a str>,
         exited: bool,
+        #[serde(flatten)]
+        waiter: Option<WaiterJson<'a>>,
     },
+}
+
+/// The fields a waiter finding adds.
+#[derive(Serialize)]
+struct WaiterJson<'a> {
+    verdict: Verdict,
+    futex_address: String,
+    futex_addresses: usize,
+    waiting_tids: &'a [u32],
+    cycle: Vec<CycleLinkJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CycleLinkJson<'a> {
+    tid: u32,
+    waits_on: String,
+    held_by: u32,
+    owner_source: OwnerSource,
+    frames: &'a [Frame],
+}
+
+fn hex(addr: u64) -> String {
+    format!("{addr:#x}")
+}
+
+fn waiter_json<'a>(w: &'a WaiterDetail, cycle_frames: &'a [Vec<Frame>]) -> WaiterJson<'a> {
+    WaiterJson {
+        verdict: w.verdict,
+        futex_address: hex(w.futex_address),
+        futex_addresses: w.futex_addresses,
+        waiting_tids: &w.waiting_tids,
+        cycle: w
+            .cycle
+            .iter()
+            .enumerate()
+            .map(|(i, link)| CycleLinkJson {
+                tid: link.tid,
+                waits_on: hex(link.waits_on),
+                held_by: link.held_by,
+                owner_source: link.owner_source,
+                frames: cycle_frames.get(i).map_or(&[], Vec::as_slice),
+            })
+            .collect(),
+    }
+}
+
+fn kind_name(f: &Finding) -> Option<&'static str> {
+    f.kind
+        .map(|k| k.as_str())
+        .or_else(|| f.waiter.as_ref().map(|w| w.kind.as_str()))
 }
 
 #[derive(Serialize)]
@@ -137,15 +194,21 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             },
             exited: p.exited,
             incomplete: p.incomplete,
+            blocked_waiters: p.blocked_waiters,
         })?;
     }
-    for Located { finding: f, frames } in &r.findings {
+    for Located {
+        finding: f,
+        frames,
+        cycle_frames,
+    } in &r.findings
+    {
         line(&Line::Finding {
             seq,
             pid: f.pid,
             comm: &f.comm,
             resource: f.resource,
-            kind: f.kind.map(|k| k.as_str()),
+            kind: kind_name(f),
             outstanding: f.outstanding,
             created: f.created,
             oldest_age_s: f.oldest_age_ns as f64 / 1e9,
@@ -154,6 +217,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             frames,
             path: f.sample_path.as_deref(),
             exited: f.exited,
+            waiter: f.waiter.as_ref().map(|w| waiter_json(w, cycle_frames)),
         })?;
     }
     out.flush()
@@ -171,10 +235,33 @@ fn is_main(frame: &Frame) -> bool {
 }
 
 fn describe(f: &Finding) -> String {
+    if let Some(w) = &f.waiter {
+        let verdict = match w.verdict {
+            Verdict::Growing => "GROWING",
+            Verdict::Stuck => "stuck",
+            Verdict::Deadlock => "DEADLOCK",
+        };
+        let on = if w.futex_addresses == 1 {
+            format!("futex {}", hex(w.futex_address))
+        } else {
+            format!("{} futexes", w.futex_addresses)
+        };
+        return format!(
+            "pid {} ({}): {} threads blocked in {} on {on}, {verdict}, oldest {:.1}s, {:+.1}/s, tids {:?}",
+            f.pid,
+            f.comm,
+            f.outstanding,
+            w.kind.as_str(),
+            f.oldest_age_ns as f64 / 1e9,
+            f.rate_per_s,
+            w.waiting_tids
+        );
+    }
     let what = match (f.resource, f.kind) {
         (Resource::Thread, _) => "threads".to_owned(),
         (Resource::Fd, Some(kind)) => format!("{} fds", kind.as_str()),
-        (Resource::Fd, None) => "fds".to_owned(),
+        (Resource::Fd | Resource::Waiter, None) => "fds".to_owned(),
+        (Resource::Waiter, Some(_)) => "waiters".to_owned(),
     };
     let state = if f.exited { " at exit" } else { "" };
     format!(
@@ -242,8 +329,35 @@ pub fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             r.min_age_s
         )?;
     }
-    for (i, Located { finding, frames }) in r.findings.iter().enumerate() {
+    for (
+        i,
+        Located {
+            finding,
+            frames,
+            cycle_frames,
+        },
+    ) in r.findings.iter().enumerate()
+    {
         writeln!(out, "  #{} {}", i + 1, describe(finding))?;
+        let cycle = finding.waiter.iter().flat_map(|w| &w.cycle);
+        for (link, frames) in cycle.zip(cycle_frames) {
+            let how = match link.owner_source {
+                OwnerSource::PiFutexWord => "owner from the PI futex word",
+                OwnerSource::GlibcMutexOwner => "owner from glibc pthread_mutex_t.__owner",
+            };
+            let at = frames
+                .iter()
+                .find(|f| f.symbol.is_some())
+                .map(frame_line)
+                .unwrap_or_else(|| "(no stack)".into());
+            writeln!(
+                out,
+                "      tid {} waits on {} held by tid {} ({how}) at {at}",
+                link.tid,
+                hex(link.waits_on),
+                link.held_by
+            )?;
+        }
         if let Some(path) = &finding.sample_path {
             writeln!(out, "      e.g. {path}")?;
         }
@@ -300,6 +414,7 @@ mod tests {
                     rate_per_s: 12.0,
                     sample_path: None,
                     exited: false,
+                    waiter: None,
                 },
                 frames: vec![Frame {
                     addr: 0x1234,
@@ -308,6 +423,7 @@ mod tests {
                     file: Some("src/main.rs".into()),
                     line: Some(10),
                 }],
+                cycle_frames: Vec::new(),
             }],
             processes: vec![ProcessSummary {
                 pid: 42,
@@ -320,6 +436,7 @@ mod tests {
                 preexisting_fds: 3,
                 exited: false,
                 incomplete: false,
+                blocked_waiters: 0,
             }],
             health: Health {
                 events: 99,

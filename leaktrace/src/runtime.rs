@@ -18,13 +18,15 @@ use crate::{
     event::Event,
     failure::Failure,
     loader::{LoadOptions, Probes},
-    model::Snapshot,
+    model::{Finding, Snapshot, Verdict},
     preflight, procfs,
     reader::Reader,
     report::{self, Health, Located, Report},
     symbolizer::Symbolizer,
     target,
     tracefs::Tracefs,
+    waiters::{WaiterLimits, Waiters},
+    waitscan::WaitScanner,
 };
 
 /// Records decoded per wake-up at most, so a flood cannot starve reports and signals.
@@ -53,6 +55,8 @@ fn validate_pids(pids: &[u32]) -> Result<(), Failure> {
 struct Session {
     probes: Probes,
     aggregator: Aggregator,
+    waiters: Waiters,
+    wait_scanner: WaitScanner,
     symbolizer: Symbolizer,
     events: u64,
     decode_errors: u64,
@@ -63,6 +67,7 @@ impl Session {
         // A process that is already gone has nothing to seed.
         if let Ok(snap) = procfs::snapshot(pid) {
             self.aggregator.seed(&snap);
+            self.wait_scanner.seed(pid, &snap.tids, snap.started_ns);
         }
     }
 
@@ -97,6 +102,41 @@ impl Session {
         }
     }
 
+    /// One scan of blocked waiters (waits past `min_wait_ns`); registers their stacks.
+    fn scan_waits(&mut self, min_wait_ns: u64) {
+        let now = procfs::monotonic_ns();
+        let waits =
+            self.wait_scanner
+                .scan(self.probes.waits(), &mut self.aggregator, now, min_wait_ns);
+        self.waiters.observe(now, &waits);
+        self.settle();
+    }
+
+    /// Thread/fd findings and waiter findings together: deadlocks first, then by count.
+    fn findings(&self, now: u64, min_age_ns: u64) -> Vec<Finding> {
+        let comm = |pid: u32| {
+            self.aggregator
+                .processes()
+                .into_iter()
+                .find(|p| p.pid == pid)
+                .map(|p| p.comm)
+                .unwrap_or_default()
+        };
+        let mut all = self.waiters.findings(now, &comm);
+        all.extend(self.aggregator.findings(now, min_age_ns));
+        let deadlock = |f: &Finding| {
+            f.waiter
+                .as_ref()
+                .is_some_and(|w| w.verdict == Verdict::Deadlock)
+        };
+        all.sort_by(|a, b| {
+            deadlock(b)
+                .cmp(&deadlock(a))
+                .then(b.outstanding.cmp(&a.outstanding))
+        });
+        all
+    }
+
     fn health(&self) -> Health {
         let probes = self.probes.counters();
         let sum = |f: fn(&crate::loader::ProbeCounters) -> u64| probes.iter().map(f).sum();
@@ -115,6 +155,7 @@ impl Session {
             targets_full: sum(|p| p.targets_full),
             pending_full: sum(|p| p.pending_full),
             path_failures: sum(|p| p.path_failures),
+            waits_full: sum(|p| p.waits_full),
             probes,
         }
     }
@@ -165,18 +206,33 @@ impl Clock {
         let now = procfs::monotonic_ns();
         let min_age_ns = cli.min_age.as_nanos() as u64;
         let findings = session
-            .aggregator
             .findings(now, min_age_ns)
             .into_iter()
             .take(cli.top)
-            .map(|finding| Located {
-                frames: finding
-                    .stack
-                    .map(|s| session.symbolizer.frames(s).to_vec())
-                    .unwrap_or_default(),
-                finding,
+            .map(|finding| {
+                let mut frames_of = |stack: Option<crate::model::StackRef>| {
+                    stack
+                        .map(|s| session.symbolizer.frames(s).to_vec())
+                        .unwrap_or_default()
+                };
+                let cycle_frames = finding
+                    .waiter
+                    .iter()
+                    .flat_map(|w| &w.cycle)
+                    .map(|link| frames_of(link.stack))
+                    .collect();
+                Located {
+                    frames: frames_of(finding.stack),
+                    cycle_frames,
+                    finding,
+                }
             })
             .collect();
+        let blocked = session.waiters.blocked_per_process();
+        let mut processes = session.aggregator.processes();
+        for p in &mut processes {
+            p.blocked_waiters = blocked.get(&p.pid).copied().unwrap_or(0);
+        }
         let since = self.last_report.elapsed().as_secs_f64().max(1e-9);
         let events_per_s = (session.events - self.last_events) as f64 / since;
         self.last_report = Instant::now();
@@ -189,7 +245,7 @@ impl Clock {
             events_per_s,
             min_age_s: cli.min_age.as_secs_f64(),
             findings,
-            processes: session.aggregator.processes(),
+            processes,
             health: session.health(),
         }
     }
@@ -253,6 +309,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut session = Session {
         probes,
         aggregator: Aggregator::new(Limits::default()),
+        waiters: Waiters::new(WaiterLimits {
+            min_wait_ns: cli.min_wait.as_nanos() as u64,
+            ..WaiterLimits::default()
+        }),
+        wait_scanner: WaitScanner::default(),
         symbolizer: Symbolizer::new(),
         events: 0,
         decode_errors: 0,
@@ -271,11 +332,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         session.probes.add_target(pid)?;
         session.seed(pid);
     }
+    // The command's process still runs the gate here: name the command instead.
+    let command = cli
+        .command
+        .first()
+        .map(|c| c.to_string_lossy().into_owned());
     let traced: Vec<String> = session
         .aggregator
         .processes()
         .iter()
-        .map(|p| format!("{} ({})", p.pid, p.comm))
+        .map(|p| match (&spawned, &command) {
+            (Some(s), Some(cmd)) if s.pid == p.pid => format!("{} ({cmd})", p.pid),
+            _ => format!("{} ({})", p.pid, p.comm),
+        })
         .collect();
     eprintln!(
         "leaktrace: tracing {} with {} probes attached, {} skipped; reports every {:?}, findings after {:?}",
@@ -290,6 +359,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let min_wait_ns = cli.min_wait.as_nanos() as u64;
     let mut clock = Clock {
         start: Instant::now(),
         last_report: Instant::now(),
@@ -312,6 +382,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             _ = ticker.tick() => {
                 resync(&mut reader, &mut session, &mut batch);
+                session.scan_waits(min_wait_ns);
                 session.aggregator.tick(procfs::monotonic_ns());
                 let r = clock.report(&mut session, &cli, false);
                 output.write(&r)?;
@@ -331,6 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     drain_now(&mut reader, &mut session, &mut batch);
     if !matches!(ending, Ending::CommandExited(_) | Ending::TargetsExited) {
         resync(&mut reader, &mut session, &mut batch);
+        session.scan_waits(min_wait_ns);
     }
     session.aggregator.tick(procfs::monotonic_ns());
     let r = clock.report(&mut session, &cli, true);

@@ -265,6 +265,14 @@ impl Aggregator {
         all
     }
 
+    /// The [`StackRef`] of a stack captured in live process `pid` outside the event stream (a
+    /// blocked waiter's), announced through [`Self::take_new_stacks`] like any other. None when
+    /// the process is not tracked or there is no stack.
+    pub fn stack_in(&mut self, pid: u32, id: Option<StackId>) -> Option<StackRef> {
+        let process = self.live.processes.get_mut(&pid)?;
+        process.stack_ref(id, &mut self.out)
+    }
+
     /// Stacks seen for the first time since the last call, each once, so the runtime can capture
     /// their addresses while the process is alive.
     pub fn take_new_stacks(&mut self) -> Vec<StackRef> {

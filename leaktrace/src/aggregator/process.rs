@@ -556,6 +556,7 @@ impl Process {
                 rate_per_s: group.rate_per_s(),
                 sample_path: oldest.path.map(|(_, path)| path.display()),
                 exited,
+                waiter: None,
             });
         }
     }
@@ -574,6 +575,7 @@ impl Process {
             fds,
             preexisting_threads: preexisting_threads as u64,
             preexisting_fds: preexisting_fds as u64,
+            blocked_waiters: 0,
             exited,
             incomplete: self.incomplete,
         }
