@@ -62,25 +62,38 @@ impl Lines {
         }
     }
 
-    /// Waits for a line matching `pred`, returning it.
+    /// The next line, which must arrive before `deadline`.
+    fn next(&mut self, what: &str, deadline: Instant) -> String {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Err(_) => panic!(
+                "timed out waiting for {what}; saw:\n{}",
+                self.seen.join("\n")
+            ),
+        }
+    }
+
+    /// Takes in every line that has already arrived.
+    fn catch_up(&mut self) {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// Waits for a line matching `pred` (possibly one already seen), returning it.
     fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
         if let Some(line) = self.seen.iter().find(|l| pred(l)) {
             return line.clone();
         }
+        let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "timed out waiting for {what}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
+            let line = self.next(what, deadline);
+            if pred(&line) {
+                return line;
             }
         }
     }
@@ -183,20 +196,15 @@ impl Tracer {
         }
     }
 
-    /// Waits for one more periodic report so what happened so far is in the tracer's state.
+    /// Waits until `n` more periodic reports have been printed, so what happened so far is in
+    /// the tracer's state.
     fn wait_reports(&mut self, n: usize) {
-        let start = self.stdout.seen.len();
-        for _ in 0..n {
-            let before = self.stdout.seen.len().max(start);
-            self.stdout
-                .wait_for("a report", Duration::from_secs(10), |l| {
-                    l.contains(r#""type":"report""#)
-                });
-            // wait_for returns an earlier match first; make sure we moved on.
-            if self.stdout.seen.len() == before {
-                self.stdout
-                    .wait_for("next line", Duration::from_secs(10), |_| true);
-            }
+        let is_report = |l: &str| l.contains(r#""type":"report""#);
+        self.stdout.catch_up();
+        let target = self.stdout.seen.iter().filter(|l| is_report(l)).count() + n;
+        let deadline = Instant::now() + Duration::from_secs(10 * n as u64);
+        while self.stdout.seen.iter().filter(|l| is_report(l)).count() < target {
+            self.stdout.next("a report", deadline);
         }
     }
 
@@ -617,4 +625,222 @@ fn every_probe_is_attached_or_listed_with_a_reason() {
         .find(|p| p["name"] == "openat")
         .expect("openat counters");
     assert!(openat["emitted"].as_u64().unwrap_or(0) >= 2, "{openat}");
+}
+
+/// Threads of `pid` the kernel shows asleep in a futex wait (/proc/PID/task/*/wchan; the
+/// function name differs between kernels: futex_do_wait on 6.18, futex_wait_queue on 6.1).
+fn futex_blocked_threads(pid: u32) -> Vec<u32> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+                .is_ok_and(|w| w.starts_with("futex_"))
+        })
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+fn waiter_findings(out: &Output, pid: u32) -> Vec<&Value> {
+    out.findings_of(pid)
+        .into_iter()
+        .filter(|f| f["resource"] == "waiter")
+        .collect()
+}
+
+/// Runs a waiter scenario under `--pid` until a few scans have seen it; returns the final
+/// report, the reproducer's stdout lines and the /proc truth of blocked threads.
+fn waiter_run(scenario: &str, args: &[&str]) -> (Output, Vec<String>, Vec<u32>, u32) {
+    require_root();
+    let mut repro = Repro::start(scenario, args);
+    let mut tracer = Tracer::start(&[
+        "--pid".into(),
+        repro.pid.to_string(),
+        "--min-wait".into(),
+        "1s".into(),
+    ]);
+    repro.go_and_wait();
+    // Past --min-wait, then enough scans for a verdict.
+    tracer.wait_reports(3);
+    let blocked = futex_blocked_threads(repro.pid);
+    let out = tracer.stop();
+    (out, repro.stdout.seen.clone(), blocked, repro.pid)
+}
+
+fn assert_waiter_counts_match_proc(out: &Output, pid: u32, blocked: &[u32]) {
+    let mut reported: Vec<u32> = waiter_findings(out, pid)
+        .iter()
+        .flat_map(|f| f["waiting_tids"].as_array().expect("tids").clone())
+        .map(|t| t.as_u64().expect("tid") as u32)
+        .collect();
+    reported.sort_unstable();
+    assert_eq!(reported, blocked, "waiting tids vs /proc wchan");
+    let total: u64 = waiter_findings(out, pid)
+        .iter()
+        .map(|f| f["outstanding"].as_u64().expect("outstanding"))
+        .sum();
+    assert_eq!(total, blocked.len() as u64);
+    assert_eq!(out.process(pid)["blocked_waiters"], blocked.len() as u64);
+}
+
+fn growing_waiters(scenario: &str, function: &str) {
+    let (out, _, blocked, pid) = waiter_run(scenario, &["--count", "15", "--interval-ms", "200"]);
+    let waiters = waiter_findings(&out, pid);
+    let top = waiters
+        .first()
+        .unwrap_or_else(|| panic!("no waiter finding: {:?}", out.findings));
+    assert_eq!(top["verdict"], "growing", "{top}");
+    assert_eq!(top["kind"], "futex", "{top}");
+    assert_eq!(top["outstanding"], 15, "{top}");
+    let frames = symbols(top);
+    assert!(
+        frames.iter().any(|s| s.contains(function)),
+        "{function} not in {frames:?}"
+    );
+    assert_waiter_counts_match_proc(&out, pid, &blocked);
+    out.assert_nothing_lost();
+}
+
+#[test]
+fn waiters_on_an_unsignalled_condvar_grow() {
+    growing_waiters("waiter-condvar", "wait_on_unsignalled_condvar");
+}
+
+#[test]
+fn waiters_on_an_idle_channel_grow() {
+    growing_waiters("waiter-mpsc", "recv_from_idle_sender");
+}
+
+#[test]
+fn an_idle_pool_is_stuck_not_leaking() {
+    let (out, _, blocked, pid) = waiter_run("waiter-pool", &["--count", "6"]);
+    let waiters = waiter_findings(&out, pid);
+    assert_eq!(waiters.len(), 1, "{waiters:?}");
+    assert_eq!(waiters[0]["verdict"], "stuck", "{}", waiters[0]);
+    assert_eq!(waiters[0]["outstanding"], 6);
+    assert!(symbols(waiters[0])
+        .iter()
+        .any(|s| s.contains("idle_worker_wait")));
+    assert_waiter_counts_match_proc(&out, pid, &blocked);
+}
+
+#[test]
+fn mutex_churn_leaves_no_waiter() {
+    let (out, _, blocked, pid) = waiter_run("waiter-churn", &[]);
+    assert!(
+        blocked.is_empty(),
+        "churn left blocked threads: {blocked:?}"
+    );
+    assert!(waiter_findings(&out, pid).is_empty(), "{:?}", out.findings);
+    out.assert_nothing_lost();
+}
+
+/// The `deadlock tids=A,B` line of a deadlock scenario.
+fn deadlock_tids(stdout: &[String]) -> Vec<u64> {
+    let line = stdout
+        .iter()
+        .find(|l| l.starts_with("deadlock "))
+        .expect("deadlock line");
+    let tids = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tids="))
+        .expect("tids=");
+    let mut tids: Vec<u64> = tids.split(',').map(|t| t.parse().expect("tid")).collect();
+    tids.sort_unstable();
+    tids
+}
+
+fn assert_deadlock(out: &Output, pid: u32, tids: &[u64], owner_source: &str, functions: &[&str]) {
+    let waiters = waiter_findings(out, pid);
+    let deadlocked: Vec<_> = waiters
+        .iter()
+        .filter(|f| f["verdict"] == "deadlock")
+        .collect();
+    assert!(!deadlocked.is_empty(), "no deadlock: {waiters:?}");
+    let cycle = deadlocked[0]["cycle"].as_array().expect("cycle");
+    let mut cycle_tids: Vec<u64> = cycle
+        .iter()
+        .map(|l| l["tid"].as_u64().expect("tid"))
+        .collect();
+    cycle_tids.sort_unstable();
+    assert_eq!(cycle_tids, tids, "{cycle:?}");
+    for (i, link) in cycle.iter().enumerate() {
+        assert_eq!(link["owner_source"], owner_source, "{link}");
+        let next = &cycle[(i + 1) % cycle.len()];
+        assert_eq!(link["held_by"], next["tid"], "cycle order: {cycle:?}");
+    }
+    let all_frames: Vec<String> = cycle
+        .iter()
+        .flat_map(|l| l["frames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f["symbol"].as_str().map(String::from))
+        .collect();
+    for function in functions {
+        assert!(
+            all_frames.iter().any(|s| s.contains(function)),
+            "{function} not in the cycle's frames {all_frames:?}"
+        );
+    }
+}
+
+#[test]
+fn ab_ba_deadlock_on_pthread_mutexes_is_named() {
+    let (out, stdout, blocked, pid) = waiter_run("waiter-deadlock", &[]);
+    let tids = deadlock_tids(&stdout);
+    assert_eq!(
+        blocked.iter().map(|&t| u64::from(t)).collect::<Vec<_>>(),
+        tids
+    );
+    assert_deadlock(
+        &out,
+        pid,
+        &tids,
+        "glibc_mutex_owner",
+        &["lock_a_then_b", "lock_b_then_a"],
+    );
+}
+
+/// The kernel refuses to close a priority-inheritance cycle: the second FUTEX_LOCK_PI fails
+/// with EDEADLK and glibc parks that thread on a word of its own. Only one wait-for edge is
+/// then visible, so leaktrace must report both threads as blocked, without inventing a cycle.
+#[test]
+fn pi_mutex_deadlock_shows_both_threads_blocked_without_a_false_cycle() {
+    let (out, stdout, _, pid) = waiter_run("waiter-deadlock-pi", &[]);
+    let tids = deadlock_tids(&stdout);
+    let waiters = waiter_findings(&out, pid);
+    let mut reported: Vec<u64> = waiters
+        .iter()
+        .flat_map(|f| f["waiting_tids"].as_array().expect("tids").clone())
+        .map(|t| t.as_u64().expect("tid"))
+        .collect();
+    reported.sort_unstable();
+    assert_eq!(reported, tids, "{waiters:?}");
+    assert!(
+        waiters.iter().all(|f| f["verdict"] == "stuck"),
+        "{waiters:?}"
+    );
+    assert!(
+        waiters
+            .iter()
+            .any(|f| symbols(f).iter().any(|s| s.contains("lock_pi_a_then_b"))),
+        "{waiters:?}"
+    );
+}
+
+#[test]
+fn a_deadlock_that_happened_before_tracing_is_found() {
+    require_root();
+    let mut repro = Repro::start("waiter-deadlock", &[]);
+    repro.go_and_wait();
+    let tids = deadlock_tids(&repro.stdout.seen);
+    thread::sleep(Duration::from_millis(300));
+    let mut tracer = Tracer::start(&[
+        "--pid".into(),
+        repro.pid.to_string(),
+        "--min-wait".into(),
+        "1s".into(),
+    ]);
+    tracer.wait_reports(2);
+    let out = tracer.stop();
+    assert_deadlock(&out, repro.pid, &tids, "glibc_mutex_owner", &[]);
 }

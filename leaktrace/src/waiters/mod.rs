@@ -182,6 +182,23 @@ impl Group {
         }
     }
 
+    /// Over how many scans the current waiters became blocked. A pool that went idle at once
+    /// can straddle one scan (half its waiters past min-wait, half not) and look like growth
+    /// in the counts; a leak adds waiters scan after scan.
+    fn blocking_scans(&self, latest: &Latest, limits: &WaiterLimits) -> usize {
+        let scans: Vec<u64> = self.samples.iter().map(|&(t, _)| t).collect();
+        let mut first_counted: Vec<usize> = latest
+            .waits
+            .iter()
+            .map(|&(_, since)| {
+                scans.partition_point(|&t| t < since.saturating_add(limits.min_wait_ns))
+            })
+            .collect();
+        first_counted.sort_unstable();
+        first_counted.dedup();
+        first_counted.len()
+    }
+
     fn verdict(&self, latest: &Latest, limits: &WaiterLimits) -> Verdict {
         if !latest.cycle.is_empty() {
             return Verdict::Deadlock;
@@ -192,7 +209,8 @@ impl Group {
         };
         let growing = self.samples.len() >= limits.growing_min_samples
             && self.rate_per_s() > 0.0
-            && last >= first.saturating_add(limits.growing_min_increase);
+            && last >= first.saturating_add(limits.growing_min_increase)
+            && self.blocking_scans(latest, limits) >= limits.growing_min_samples;
         if growing {
             Verdict::Growing
         } else {

@@ -81,12 +81,20 @@ fn pool(count: u32) -> Vec<Wait> {
     (1..=count).map(|tid| wait(P, tid, A, 0, 1)).collect()
 }
 
-/// Scans at 10 s, 11 s, … with the blocked counts given (all waiting since t=0).
+/// Scans at 10 s, 11 s, … with the blocked counts given; waiter `tid` became blocked (passed
+/// the default 5 s min-wait) at the first scan that counts it.
 fn scan_counts(waiters: &mut Waiters, counts: &[u32]) -> u64 {
     let mut now = 10 * SEC;
+    let mut since: Vec<u64> = Vec::new();
     for (k, &count) in counts.iter().enumerate() {
         now = (10 + k as u64) * SEC;
-        waiters.observe(now, &pool(count));
+        while since.len() < count as usize {
+            since.push(now - 5 * SEC);
+        }
+        let waits: Vec<Wait> = (1..=count)
+            .map(|tid| wait(P, tid, A, since[tid as usize - 1], 1))
+            .collect();
+        waiters.observe(now, &waits);
     }
     now
 }
@@ -419,6 +427,30 @@ fn growing_needs_three_samples_a_rising_slope_and_two_more_waiters() {
 }
 
 #[test]
+fn a_pool_idling_across_one_scan_is_not_growth() {
+    // Six workers went idle within a few ms of each other, straddling the 11 s scan's min-wait
+    // cut-off: the counts read 3, 6, 6, 6 though nothing grows.
+    let mut waiters = Waiters::new(WaiterLimits::default());
+    let since = |tid: u32| {
+        if tid <= 3 {
+            5 * SEC + 990 * MS
+        } else {
+            6 * SEC + 10 * MS
+        }
+    };
+    for (s, count) in [(11u64, 3u32), (12, 6), (13, 6), (14, 6)] {
+        let waits: Vec<Wait> = (1..=count)
+            .map(|tid| wait(P, tid, A, since(tid), 1))
+            .collect();
+        waiters.observe(s * SEC, &waits);
+    }
+    assert_eq!(
+        verdicts(&waiters.findings(14 * SEC, &comm)),
+        [Verdict::Stuck]
+    );
+}
+
+#[test]
 fn findings_rank_deadlock_then_growing_then_stuck_then_count() {
     let source = OwnerSource::GlibcMutexOwner;
     let mut waiters = Waiters::new(WaiterLimits::default());
@@ -428,7 +460,14 @@ fn findings_rank_deadlock_then_growing_then_stuck_then_count() {
         // Stack 1: a pool of 10; stack 2: a pool of 20; stack 3: 3, 5, 7 (growing).
         waits.extend((1..=10).map(|tid| wait(P, tid, A, 0, 1)));
         waits.extend((101..=120).map(|tid| wait(P, tid, A, 0, 2)));
-        waits.extend((201..=200 + 2 * s - 17).map(|tid| wait(P, tid, B, 0, 3)));
+        let first_scan = |tid: u32| match tid {
+            ..=203 => 10,
+            204..=205 => 11,
+            _ => 12,
+        };
+        waits.extend(
+            (201..=200 + 2 * s - 17).map(|tid| wait(P, tid, B, (first_scan(tid) - 5) * SEC, 3)),
+        );
         // Stack 4: an AB-BA pair.
         waits.push(held_by(wait(P, 301, A + 8, 0, 4), 302, source));
         waits.push(held_by(wait(P, 302, B + 8, 0, 4), 301, source));

@@ -13,17 +13,56 @@
 //! closing a file, a socket, a pipe and an eventfd, and every 10th spawning and joining a thread, all
 //! from `churn_*` functions. Nothing outlives its iteration, so the tracer must report nothing.
 //!
+//! # Waiters
+//!
+//! The `waiter-*` scenarios leave threads asleep for good in a futex wait, each below one
+//! `#[inline(never)]` function named for the scenario; their `leaked` counts those threads. They
+//! say `leaked`/`done` only once /proc shows each new waiter asleep in the futex syscall (state
+//! `S`; wchan `futex_do_wait` on Linux 6.18). Scenario → blocked function → expected verdict →
+//! objects:
+//! - `waiter-condvar` → `wait_on_unsignalled_condvar` → growing: a thread every `--interval-ms`
+//!   (default 200), `--count` (20) in all, waiting on one shared std `Condvar` never signalled.
+//! - `waiter-mpsc` → `recv_from_idle_sender` → growing: likewise, each thread in `recv` on a std
+//!   mpsc channel of its own whose `Sender` is kept, unused.
+//! - `waiter-pool` → `idle_worker_wait` → stuck: `--count` (8) workers started at once, all
+//!   waiting on the one condvar of a job queue that never gets a job.
+//! - `waiter-deadlock` → `lock_a_then_b`, `lock_b_then_a` → deadlock: two threads lock two default
+//!   glibc mutexes AB-BA; each sleeps in `pthread_mutex_lock` (`__lll_lock_wait`:
+//!   FUTEX_WAIT_PRIVATE, value 2) on the mutex the other holds. glibc keeps a mutex's owner tid in
+//!   `__data.__owner`, at byte offset 8. Prints `deadlock tids=<t1>,<t2> a=<addr> b=<addr>`
+//!   (`t1` runs `lock_a_then_b`; addresses in hex, each also its futex word's) before `done`.
+//! - `waiter-deadlock-pi` → `lock_pi_a_then_b`, `lock_pi_b_then_a` → deadlock: the same with
+//!   PTHREAD_PRIO_INHERIT mutexes, whose futex word holds the owner's tid (| FUTEX_WAITERS), with
+//!   one twist: the kernel refuses to close a PI cycle. `lock_pi_a_then_b` sleeps first, in
+//!   FUTEX_LOCK_PI_PRIVATE on B (wchan `rt_mutex_schedule`); then `lock_pi_b_then_a`'s
+//!   FUTEX_LOCK_PI_PRIVATE on A fails with EDEADLK, and it parks for good as glibc does: in
+//!   FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME, value 0, on a word of its own stack.
+//! - `waiter-churn` → `churn_mutexes` → nothing: 4 threads × `--count` (200000) rounds of locking
+//!   a std and a glibc mutex of their own and a shared pair, then joined: many short waits, none
+//!   lasting (milliseconds at most). Leaks 0, then holds.
+//! - `futex-pingpong` → `pingpong_handoffs`, a benchmark: two threads hand a turn back and forth
+//!   `--count` (200000) times through a std `Mutex` + `Condvar`, then it prints
+//!   `pingpong handoffs=<n> ns_per_handoff=<f>` and `done leaked=0` and exits (no hold unless
+//!   `--hold`).
+//!
+//! `--count` does not apply to the deadlocks, nor `--interval-ms` to any but the growing ones.
+//!
+//! # Protocol
+//!
 //! stdout, one flushed line each: `ready pid=<pid>` (after any scenario fixture — the accept
 //! scenario's listener, the dup scenario's source fd — is set up, so `/proc/<pid>/fd` at that point
-//! is the baseline); `leaked <total objects so far>` after each leak call; `done leaked=<total>`.
+//! is the baseline); `leaked <total objects so far>` after each leak call (just once, if anything
+//! leaked, in the scenarios that run once: pool, deadlocks, churn, pingpong); a scenario's own
+//! line (`deadlock …`, `pingpong …`); `done leaked=<total>`.
 //!
 //! `--wait-stdin`: after `ready`, wait for one line (or EOF) on stdin before starting, so a test can
 //! attach the tracer first.
 //!
-//! Holding (the default; `--no-hold` exits right after `done`): keep everything leaked and create
-//! nothing more. The main thread reads stdin to EOF; if stdin is a pipe, socket or tty, EOF means
-//! the test hung up and the process exits 0. Any other stdin (e.g. `/dev/null`, which is at EOF at
-//! once) cannot signal that, so the process then sleeps until killed.
+//! Holding (the default but for `futex-pingpong`; `--no-hold` exits right after `done`): keep
+//! everything leaked and create nothing more. The main thread reads stdin to EOF; if stdin is a
+//! pipe, socket or tty, EOF means the test hung up and the process exits 0. Any other stdin (e.g.
+//! `/dev/null`, which is at EOF at once) cannot signal that, so the process then sleeps until
+//! killed.
 //!
 //! Exit codes: 0 success, 1 a syscall failed (error on stderr), 2 usage error, 3 the scenario is not
 //! supported here (`unsupported: <error>` on stderr: no CAP_SYS_ADMIN for fanotify, ENOSYS).
@@ -33,16 +72,25 @@
 //!
 //! The tracer records user stacks by walking frame pointers (forced on by `.cargo/config.toml`),
 //! and each scenario creates what it leaks in exactly one `#[inline(never)]` `leak_*` function, so
-//! the recorded stack reads `<libc wrapper> ← leak_xxx ← run_scenario ← main`. Two glibc facts
-//! shape the code (checked with `perf record -g` against Debian 12's glibc 2.36):
+//! the recorded stack reads `<libc wrapper> ← leak_xxx ← run_scenario ← main` (a waiter's, taken
+//! at futex entry: `<libc wrapper> ← [std frames] ← <its function> ← … ← start_thread`). These
+//! facts shape the code (checked with `perf record -g` against Debian 12's glibc 2.36):
 //! - Syscall wrappers are frameless leaves, so a frame-pointer walk from inside one skips their
 //!   direct caller. Every raw call therefore goes through [`sys`], a frame of its own that is the
 //!   one skipped, keeping `leak_xxx` in the stack.
 //! - Some glibc functions use `rbp` as a general register, which breaks the walk entirely: `open64`
-//!   (so no `File::open` in `leak_file_fd`: it uses `openat`) and `pthread_create` (so no
-//!   `std::thread::spawn` in `leak_blocked_thread`: it uses a bare `clone`).
+//!   (so no `File::open` in `leak_file_fd`: it uses `openat`), `pthread_create` (so no
+//!   `std::thread::spawn` in `leak_blocked_thread`: it uses a bare `clone`; the waiter threads are
+//!   std threads, whose creation stacks are lost) and `pthread_mutex_lock` on a PI mutex (so
+//!   `waiter-deadlock-pi` makes its contended FUTEX_LOCK_PI itself, in `lock_pi_contended`).
+//! - Rust's std is built with frame pointers, and its futex waits call glibc's `syscall()`, another
+//!   frameless wrapper, so the std function calling it is the one skipped: the waiters' functions
+//!   call std's waits, never `syscall()` themselves. `pthread_mutex_lock` and `__lll_lock_wait`
+//!   keep `rbp` but push no frame, so pthread calls go through [`pthread`], the frame lost there.
 
-use std::fs::File;
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{self, BufRead, Write};
 use std::mem::MaybeUninit;
@@ -50,8 +98,10 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void};
 
@@ -60,6 +110,10 @@ use libc::{c_int, c_void};
 struct Fixture {
     listener: Option<TcpListener>,
     dup_source: Option<File>,
+    /// `waiter-condvar`: the one gate every leaked waiter waits at.
+    gate: Arc<Gate>,
+    /// `waiter-mpsc`: each leaked waiter's sender, kept alive and never used.
+    idle_senders: Mutex<Vec<mpsc::Sender<()>>>,
 }
 
 enum Action {
@@ -70,12 +124,18 @@ enum Action {
     },
     /// One balanced iteration (`clean`), given its iteration number.
     Churn(fn(usize) -> io::Result<()>),
+    /// Runs once, given `--count`, and returns how many objects it leaked.
+    Once(fn(usize) -> io::Result<usize>),
 }
 
 struct Scenario {
     name: &'static str,
     setup: fn() -> io::Result<Fixture>,
     action: Action,
+    /// Defaults of `--count`, `--interval-ms` and `--hold`/`--no-hold`.
+    count: usize,
+    interval_ms: u64,
+    hold: bool,
 }
 
 const fn leak(
@@ -87,6 +147,28 @@ const fn leak(
         name,
         setup: no_fixture,
         action: Action::Leak { per_call, leak },
+        count: 20,
+        interval_ms: 50,
+        hold: true,
+    }
+}
+
+/// A growing waiter scenario: each call starts one thread that blocks for good.
+const fn waiter(name: &'static str, leak: fn(&Fixture) -> io::Result<()>) -> Scenario {
+    Scenario {
+        interval_ms: 200,
+        ..self::leak(name, 1, leak)
+    }
+}
+
+const fn once(name: &'static str, count: usize, run: fn(usize) -> io::Result<usize>) -> Scenario {
+    Scenario {
+        name,
+        setup: no_fixture,
+        action: Action::Once(run),
+        count,
+        interval_ms: 0,
+        hold: true,
     }
 }
 
@@ -116,6 +198,19 @@ const SCENARIOS: &[Scenario] = &[
         name: "clean",
         setup: no_fixture,
         action: Action::Churn(churn_iteration),
+        count: 2000,
+        interval_ms: 0,
+        hold: true,
+    },
+    waiter("waiter-condvar", leak_condvar_waiter),
+    waiter("waiter-mpsc", leak_mpsc_waiter),
+    once("waiter-pool", 8, start_idle_pool),
+    once("waiter-deadlock", 2, deadlock_plain),
+    once("waiter-deadlock-pi", 2, deadlock_pi),
+    once("waiter-churn", 200_000, churn_mutexes_in_threads),
+    Scenario {
+        hold: false,
+        ..once("futex-pingpong", 200_000, pingpong)
     },
 ];
 
@@ -383,6 +478,533 @@ fn leak_dup_fd(fixture: &Fixture) -> io::Result<()> {
     Ok(())
 }
 
+// ---- waiters: threads that block in a futex wait that never ends ----
+//
+// Each blocked thread is a std thread (a bare `clone` task, as in `threads`, cannot run std code)
+// whose futex wait happens below one `#[inline(never)]` function named for the scenario. The wait
+// itself is always a frame or more further down (std's, or [`pthread`]'s), so that function is
+// never the frame a walk from a frameless syscall wrapper skips (see "Stacks").
+
+/// How long a scenario waits for a thread it started to fall asleep in its futex wait.
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`sys`] for pthread calls, which return an errno instead of setting `errno`: a frame of its
+/// own between the caller and glibc, checked after the call.
+#[inline(never)]
+fn pthread(what: &str, call: impl FnOnce() -> c_int) -> io::Result<()> {
+    match call() {
+        0 => Ok(()),
+        errno => {
+            let err = io::Error::from_raw_os_error(errno);
+            Err(io::Error::new(err.kind(), format!("{what}: {err}")))
+        }
+    }
+}
+
+/// The kernel tid of the calling thread.
+fn gettid() -> libc::pid_t {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Starts a std thread named `name` running `body`; returns its kernel tid once it runs.
+fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<libc::pid_t> {
+    // Polled rather than waited for: the main thread makes no futex wait of its own.
+    let tid = Arc::new(AtomicI32::new(0));
+    let slot = Arc::clone(&tid);
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            slot.store(gettid(), Ordering::Release);
+            drop(slot);
+            body();
+        })?;
+    let deadline = Instant::now() + BLOCK_TIMEOUT;
+    loop {
+        match tid.load(Ordering::Acquire) {
+            0 if Instant::now() > deadline => {
+                return Err(io::Error::other(format!("thread {name} did not start")))
+            }
+            0 => thread::yield_now(),
+            tid => return Ok(tid),
+        }
+    }
+}
+
+/// Runs `body` and reports an error on stderr: a waiter thread's error shows as the thread
+/// being gone when [`await_futex_sleep`] looks for it.
+fn report_errors(name: &str, body: impl FnOnce() -> io::Result<()>) {
+    if let Err(err) = body() {
+        eprintln!("leaktrace-reproducer: {name}: {err}");
+    }
+}
+
+/// Whether thread `tid` of this process sleeps in a futex syscall: /proc's `syscall` file names
+/// the futex syscall (it says `running` for a running thread) and its `stat` state is `S`.
+fn sleeps_in_futex(tid: libc::pid_t) -> io::Result<bool> {
+    let gone = |err: io::Error| io::Error::new(err.kind(), format!("thread {tid} is gone: {err}"));
+    let syscall = fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).map_err(gone)?;
+    let futex = libc::SYS_futex.to_string();
+    if syscall.split_whitespace().next() != Some(futex.as_str()) {
+        return Ok(false);
+    }
+    let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).map_err(gone)?;
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    Ok(state == Some("S"))
+}
+
+/// Waits until every thread in `tids` sleeps in a futex wait, so that once a scenario says
+/// `leaked`/`done`, /proc already shows its waiters.
+fn await_futex_sleep(tids: &[libc::pid_t]) -> io::Result<()> {
+    let deadline = Instant::now() + BLOCK_TIMEOUT;
+    for &tid in tids {
+        while !sleeps_in_futex(tid)? {
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("thread {tid} did not fall asleep in a futex wait"),
+                ));
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+/// Locks a std mutex, ignoring poison (no thread here panics while holding one).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A condition that never comes true: waiters wait on `cv` while `open` is false.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// `waiter-condvar`'s blocked frame: waits on the one shared condvar, which nobody signals, for a
+/// flag nobody sets (the loop absorbs spurious wakeups).
+#[inline(never)]
+fn wait_on_unsignalled_condvar(gate: &Gate) {
+    let mut open = lock(&gate.open);
+    while !*open {
+        open = gate.cv.wait(open).unwrap_or_else(PoisonError::into_inner);
+    }
+    drop(open);
+}
+
+fn leak_condvar_waiter(fixture: &Fixture) -> io::Result<()> {
+    let gate = Arc::clone(&fixture.gate);
+    let tid = spawn_thread("condvar-waiter", move || wait_on_unsignalled_condvar(&gate))?;
+    await_futex_sleep(&[tid])
+}
+
+/// `waiter-mpsc`'s blocked frame: receives from a channel whose sender lives on, unused.
+#[inline(never)]
+fn recv_from_idle_sender(rx: &mpsc::Receiver<()>) {
+    while rx.recv().is_ok() {}
+    black_box(rx);
+}
+
+fn leak_mpsc_waiter(fixture: &Fixture) -> io::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    lock(&fixture.idle_senders).push(tx);
+    let tid = spawn_thread("mpsc-waiter", move || recv_from_idle_sender(&rx))?;
+    await_futex_sleep(&[tid])
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// `waiter-pool`'s job queue, which never gets a job.
+#[derive(Default)]
+struct JobQueue {
+    jobs: Mutex<VecDeque<Job>>,
+    available: Condvar,
+}
+
+/// `waiter-pool`'s blocked frame: a worker's loop, waiting for the next job.
+#[inline(never)]
+fn idle_worker_wait(queue: &JobQueue) {
+    loop {
+        let mut jobs = lock(&queue.jobs);
+        let job = loop {
+            match jobs.pop_front() {
+                Some(job) => break job,
+                None => {
+                    jobs = queue
+                        .available
+                        .wait(jobs)
+                        .unwrap_or_else(PoisonError::into_inner)
+                }
+            }
+        };
+        drop(jobs);
+        job();
+    }
+}
+
+/// `waiter-pool`: `count` workers at once, all idle for good.
+fn start_idle_pool(count: usize) -> io::Result<usize> {
+    let queue = Arc::new(JobQueue::default());
+    let mut tids = Vec::with_capacity(count);
+    for worker in 0..count {
+        let queue = Arc::clone(&queue);
+        tids.push(spawn_thread(&format!("pool-worker-{worker}"), move || {
+            idle_worker_wait(&queue)
+        })?);
+    }
+    await_futex_sleep(&tids)?;
+    Ok(count)
+}
+
+/// A glibc mutex that threads share in place.
+struct PthreadMutex(UnsafeCell<libc::pthread_mutex_t>);
+
+// SAFETY: a pthread mutex is made to be shared between threads; only glibc touches its inside.
+unsafe impl Sync for PthreadMutex {}
+
+impl PthreadMutex {
+    /// A default mutex (`PTHREAD_MUTEX_INITIALIZER`): normal type, no protocol.
+    const fn new() -> Self {
+        Self(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
+    }
+
+    /// A mutex for good, at a fixed address; with the priority-inheritance protocol if `pi`.
+    fn leak(pi: bool) -> io::Result<&'static Self> {
+        let mutex = Box::leak(Box::new(Self::new()));
+        if pi {
+            let mut attr = MaybeUninit::uninit();
+            // SAFETY: init writes `attr`; the mutex is not shared yet, so may be (re)initialised.
+            unsafe {
+                pthread("pthread_mutexattr_init", || {
+                    libc::pthread_mutexattr_init(attr.as_mut_ptr())
+                })?;
+                let set = pthread("pthread_mutexattr_setprotocol", || {
+                    libc::pthread_mutexattr_setprotocol(
+                        attr.as_mut_ptr(),
+                        libc::PTHREAD_PRIO_INHERIT,
+                    )
+                })
+                .and_then(|()| {
+                    pthread("pthread_mutex_init", || {
+                        libc::pthread_mutex_init(mutex.0.get(), attr.as_ptr())
+                    })
+                });
+                libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+                set?;
+            }
+        }
+        Ok(mutex)
+    }
+
+    /// Its address, which is also that of its futex word (`__data.__lock`, the first field).
+    fn addr(&self) -> usize {
+        self.0.get() as usize
+    }
+
+    fn lock(&self) -> io::Result<()> {
+        // SAFETY: the mutex is initialised and lives at this address while shared.
+        pthread("pthread_mutex_lock", || unsafe {
+            libc::pthread_mutex_lock(self.0.get())
+        })
+    }
+
+    /// Takes a PI mutex the way glibc's `pthread_mutex_lock` does (a compare-and-swap of the
+    /// futex word, then FUTEX_LOCK_PI), but from frames a stack walk can cross: glibc's
+    /// `__pthread_mutex_lock_full` keeps the mutex kind in `rbp` around that syscall, so a stack
+    /// captured inside it has one frame. If the kernel refuses the lock for a deadlock (EDEADLK),
+    /// waits forever, as glibc does for a mutex type that does not report deadlocks.
+    fn lock_pi_contended(&self) -> io::Result<()> {
+        // SAFETY: as for `lock`.
+        match pthread("pthread_mutex_trylock", || unsafe {
+            libc::pthread_mutex_trylock(self.0.get())
+        }) {
+            Err(err) if err.kind() == io::ErrorKind::ResourceBusy => {}
+            done => return done,
+        }
+        let op = libc::FUTEX_LOCK_PI | libc::FUTEX_PRIVATE_FLAG;
+        // SAFETY: the futex word is the mutex's first field (`__data.__lock`); no timeout.
+        let locked = sys("futex(FUTEX_LOCK_PI)", || unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.0.get(),
+                op,
+                0,
+                ptr::null::<libc::timespec>(),
+            ) as c_int
+        });
+        match locked {
+            // Glibc's bookkeeping (`__owner`) stays unset: a deadlock thread never gets here.
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Deadlock => park_forever(),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        // SAFETY: as for `lock`; called only by the thread that locked it.
+        pthread("pthread_mutex_unlock", || unsafe {
+            libc::pthread_mutex_unlock(self.0.get())
+        })
+    }
+}
+
+/// What glibc does when the kernel refuses a PI lock for a deadlock: waits, with no timeout, on a
+/// futex word of its own stack that nobody wakes (FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME,
+/// value 0).
+fn park_forever() -> io::Result<()> {
+    let word = AtomicU32::new(0);
+    let op = libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME;
+    loop {
+        // SAFETY: waits on a live word of this frame; no timeout.
+        let woke = sys("futex(FUTEX_WAIT_BITSET)", || unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                op,
+                0,
+                ptr::null::<libc::timespec>(),
+                ptr::null::<u32>(),
+                libc::FUTEX_BITSET_MATCH_ANY as u32 as libc::c_ulong,
+            ) as c_int
+        });
+        match woke {
+            Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
+            _ => {}
+        }
+    }
+}
+
+/// Two mutexes and who holds what, for an AB-BA deadlock.
+struct Deadlock {
+    a: &'static PthreadMutex,
+    b: &'static PthreadMutex,
+    a_held: AtomicBool,
+    b_held: AtomicBool,
+    /// The tid of the thread that locks A first, set before `a_held`.
+    a_then_b: AtomicI32,
+}
+
+/// Locks `first`, says so and waits (spinning, not in a futex) until the other thread holds
+/// `second`.
+fn lock_first(
+    (first, first_held): (&PthreadMutex, &AtomicBool),
+    second_held: &AtomicBool,
+) -> io::Result<()> {
+    first.lock()?;
+    first_held.store(true, Ordering::Release);
+    while !second_held.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+    Ok(())
+}
+
+/// The error of a deadlock thread that got both mutexes.
+fn no_deadlock() -> io::Error {
+    io::Error::other("got both mutexes: no deadlock")
+}
+
+/// `waiter-deadlock`'s first blocked frame: holds A, blocks in `pthread_mutex_lock(B)`.
+#[inline(never)]
+fn lock_a_then_b(d: &Deadlock) -> io::Result<()> {
+    lock_first((d.a, &d.a_held), &d.b_held)?;
+    d.b.lock()?;
+    Err(no_deadlock())
+}
+
+/// `waiter-deadlock`'s second blocked frame: holds B, blocks in `pthread_mutex_lock(A)`.
+#[inline(never)]
+fn lock_b_then_a(d: &Deadlock) -> io::Result<()> {
+    lock_first((d.b, &d.b_held), &d.a_held)?;
+    d.a.lock()?;
+    Err(no_deadlock())
+}
+
+/// `waiter-deadlock-pi`'s first blocked frame: holds A, blocks in FUTEX_LOCK_PI on B.
+#[inline(never)]
+fn lock_pi_a_then_b(d: &Deadlock) -> io::Result<()> {
+    d.a_then_b.store(gettid(), Ordering::Relaxed);
+    lock_first((d.a, &d.a_held), &d.b_held)?;
+    d.b.lock_pi_contended()?;
+    Err(no_deadlock())
+}
+
+/// `waiter-deadlock-pi`'s second blocked frame: holds B; once the other thread sleeps on B, its
+/// FUTEX_LOCK_PI on A closes the cycle, which the kernel refuses (EDEADLK), so it parks for good
+/// the way glibc does.
+#[inline(never)]
+fn lock_pi_b_then_a(d: &Deadlock) -> io::Result<()> {
+    lock_first((d.b, &d.b_held), &d.a_held)?;
+    await_futex_sleep(&[d.a_then_b.load(Ordering::Relaxed)])?;
+    d.a.lock_pi_contended()?;
+    Err(no_deadlock())
+}
+
+/// Two threads, two mutexes, AB-BA; prints `deadlock tids=<t1>,<t2> a=<addr> b=<addr>` once
+/// both sleep. `--count` does not apply: a deadlock takes two.
+fn deadlock(pi: bool, [first, second]: [fn(&Deadlock) -> io::Result<()>; 2]) -> io::Result<usize> {
+    let d: &'static Deadlock = Box::leak(Box::new(Deadlock {
+        a: PthreadMutex::leak(pi)?,
+        b: PthreadMutex::leak(pi)?,
+        a_held: AtomicBool::new(false),
+        b_held: AtomicBool::new(false),
+        a_then_b: AtomicI32::new(0),
+    }));
+    let names = if pi {
+        ["lock-pi-a-b", "lock-pi-b-a"]
+    } else {
+        ["lock-a-then-b", "lock-b-then-a"]
+    };
+    let t1 = spawn_thread(names[0], move || report_errors(names[0], || first(d)))?;
+    let t2 = spawn_thread(names[1], move || report_errors(names[1], || second(d)))?;
+    await_futex_sleep(&[t1, t2])?;
+    say(format_args!(
+        "deadlock tids={t1},{t2} a={:#x} b={:#x}",
+        d.a.addr(),
+        d.b.addr()
+    ));
+    Ok(2)
+}
+
+fn deadlock_plain(_count: usize) -> io::Result<usize> {
+    deadlock(false, [lock_a_then_b, lock_b_then_a])
+}
+
+fn deadlock_pi(_count: usize) -> io::Result<usize> {
+    deadlock(true, [lock_pi_a_then_b, lock_pi_b_then_a])
+}
+
+/// The threads `waiter-churn` runs.
+const CHURN_THREADS: usize = 4;
+
+/// What `waiter-churn`'s threads share: a std mutex and a glibc one, each guarding a count.
+struct ChurnLocks {
+    std: Mutex<u64>,
+    pthread: PthreadMutex,
+    /// Only changed with `pthread` held: the atomic just spares an `UnsafeCell`.
+    pthread_count: AtomicU64,
+}
+
+/// `waiter-churn`'s frame: `iterations` rounds of locking a std and a glibc mutex of this thread's
+/// own (never contended), then the shared ones (contended), each held for a moment.
+#[inline(never)]
+fn churn_mutexes(locks: &ChurnLocks, iterations: usize) -> io::Result<()> {
+    let own_std = Mutex::new(0u64);
+    let own_pthread = PthreadMutex::new();
+    for _ in 0..iterations {
+        *lock(&own_std) += 1;
+        own_pthread.lock()?;
+        own_pthread.unlock()?;
+        *lock(&locks.std) += 1;
+        locks.pthread.lock()?;
+        let count = locks.pthread_count.load(Ordering::Relaxed);
+        locks.pthread_count.store(count + 1, Ordering::Relaxed);
+        locks.pthread.unlock()?;
+    }
+    Ok(())
+}
+
+/// `waiter-churn`: [`CHURN_THREADS`] threads × `iterations` of locking, then joined.
+/// Leaks nothing, and no wait lasts: even the main thread polls for the workers to finish rather
+/// than sitting in a join for the whole run.
+fn churn_mutexes_in_threads(iterations: usize) -> io::Result<usize> {
+    let locks = Arc::new(ChurnLocks {
+        std: Mutex::new(0),
+        pthread: PthreadMutex::new(),
+        pthread_count: AtomicU64::new(0),
+    });
+    let finished = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::with_capacity(CHURN_THREADS);
+    for worker in 0..CHURN_THREADS {
+        let (locks, finished) = (Arc::clone(&locks), Arc::clone(&finished));
+        workers.push(
+            thread::Builder::new()
+                .name(format!("churn-{worker}"))
+                .spawn(move || {
+                    let churned = churn_mutexes(&locks, iterations);
+                    finished.fetch_add(1, Ordering::Release);
+                    churned
+                })?,
+        );
+    }
+    while finished.load(Ordering::Acquire) < CHURN_THREADS {
+        thread::sleep(Duration::from_millis(5));
+    }
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| io::Error::other("churn thread panicked"))??;
+    }
+    let expected = (CHURN_THREADS * iterations) as u64;
+    let counts = (
+        *lock(&locks.std),
+        locks.pthread_count.load(Ordering::Relaxed),
+    );
+    if counts != (expected, expected) {
+        return Err(io::Error::other(format!(
+            "churn counted {counts:?}, expected {expected} each"
+        )));
+    }
+    Ok(0)
+}
+
+/// Whose turn it is in `futex-pingpong`: player 0 or 1.
+#[derive(Default)]
+struct Table {
+    turn: Mutex<usize>,
+    cv: Condvar,
+}
+
+/// One `futex-pingpong` player: makes `handoffs` handoffs, each waiting for its turn, passing
+/// the turn and waking the other player.
+#[inline(never)]
+fn pingpong_handoffs(table: &Table, me: usize, handoffs: usize) {
+    let mut turn = lock(&table.turn);
+    for _ in 0..handoffs {
+        while *turn != me {
+            turn = table.cv.wait(turn).unwrap_or_else(PoisonError::into_inner);
+        }
+        *turn = 1 - me;
+        table.cv.notify_one();
+    }
+}
+
+/// `futex-pingpong`, a benchmark: two threads hand a turn back and forth `count` times through a
+/// mutex and a condvar; prints `pingpong handoffs=<n> ns_per_handoff=<f>`.
+fn pingpong(count: usize) -> io::Result<usize> {
+    let table = Arc::new(Table::default());
+    let start_line = Arc::new(Barrier::new(2));
+    let partner = {
+        let (table, start_line) = (Arc::clone(&table), Arc::clone(&start_line));
+        // Player 0 starts, so it makes the odd handoff of an odd count.
+        thread::Builder::new()
+            .name("pingpong".to_owned())
+            .spawn(move || {
+                start_line.wait();
+                pingpong_handoffs(&table, 1, count / 2);
+            })?
+    };
+    start_line.wait();
+    let start = Instant::now();
+    pingpong_handoffs(&table, 0, count - count / 2);
+    partner
+        .join()
+        .map_err(|_| io::Error::other("pingpong partner panicked"))?;
+    let elapsed = start.elapsed().as_nanos() as f64;
+    let per_handoff = if count == 0 {
+        0.0
+    } else {
+        elapsed / count as f64
+    };
+    say(format_args!(
+        "pingpong handoffs={count} ns_per_handoff={per_handoff:.1}"
+    ));
+    Ok(0)
+}
+
 // ---- clean: balanced churn, nothing survives an iteration ----
 
 #[inline(never)]
@@ -473,7 +1095,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         .iter()
         .find(|s| s.name == name)
         .ok_or_else(|| format!("unknown scenario {name:?}"))?;
-    let (mut count, mut interval_ms, mut wait_stdin, mut hold) = (None, None, false, true);
+    let (mut count, mut interval_ms, mut wait_stdin, mut hold) = (None, None, false, None);
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline_value) = match arg.split_once('=') {
@@ -496,17 +1118,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                 )
             }
             "--wait-stdin" => wait_stdin = true,
-            "--hold" => hold = true,
-            "--no-hold" => hold = false,
+            "--hold" => hold = Some(true),
+            "--no-hold" => hold = Some(false),
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
-    // Leaks default to a few objects at a watchable pace; the control to heavy, fast churn.
-    let (default_count, default_interval_ms): (usize, u64) = match scenario.action {
-        Action::Leak { .. } => (20, 50),
-        Action::Churn(_) => (2000, 0),
-    };
-    let count = count.unwrap_or(default_count);
+    let count = count.unwrap_or(scenario.count);
     if let Action::Leak { per_call, .. } = scenario.action {
         if !count.is_multiple_of(per_call) {
             return Err(format!(
@@ -517,9 +1134,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     Ok(Options {
         scenario,
         count,
-        interval: Duration::from_millis(interval_ms.unwrap_or(default_interval_ms)),
+        interval: Duration::from_millis(interval_ms.unwrap_or(scenario.interval_ms)),
         wait_stdin,
-        hold,
+        hold: hold.unwrap_or(scenario.hold),
     })
 }
 
@@ -536,6 +1153,7 @@ fn run_scenario(opts: &Options) -> io::Result<usize> {
     let calls = match opts.scenario.action {
         Action::Leak { per_call, .. } => opts.count / per_call,
         Action::Churn(_) => opts.count,
+        Action::Once(_) => 1,
     };
     let mut leaked = 0;
     for call in 0..calls {
@@ -546,6 +1164,12 @@ fn run_scenario(opts: &Options) -> io::Result<usize> {
                 say(format_args!("leaked {leaked}"));
             }
             Action::Churn(churn) => churn(call)?,
+            Action::Once(run) => {
+                leaked = run(opts.count)?;
+                if leaked > 0 {
+                    say(format_args!("leaked {leaked}"));
+                }
+            }
         }
         if call + 1 < calls && !opts.interval.is_zero() {
             thread::sleep(opts.interval);
