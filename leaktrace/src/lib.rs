@@ -3,7 +3,9 @@
 //! Data flows one way. [`loader`] loads and attaches the eBPF programs, [`reader`] drains the
 //! ring buffer, [`decoder`] turns records into [`event::Event`]s, [`aggregator`] (pure: no I/O,
 //! no clock) keeps what is outstanding and makes [`model::Finding`]s, [`symbolizer`] turns
-//! stacks into frames, and [`report`] prints them. [`runtime`] wires the steps together.
+//! stacks into frames, and [`report`] prints them. Blocked waiters take a side road: [`waitscan`]
+//! reads the kernel's in-flight futex waits (lock owners via [`lockowner`]) and [`waiters`]
+//! (pure) judges them. [`runtime`] wires the steps together.
 
 pub mod aggregator;
 pub mod cli;
@@ -22,5 +24,6 @@ pub mod symbolizer;
 pub mod syscalls;
 pub mod target;
 pub mod tracefs;
+pub mod trend;
 pub mod waiters;
 pub mod waitscan;

@@ -157,29 +157,7 @@ impl Group {
 
     /// Least-squares slope of the blocked count over the kept samples, per second.
     fn rate_per_s(&self) -> f64 {
-        let Some(&(t0, _)) = self.samples.front() else {
-            return 0.0;
-        };
-        if self.samples.len() < 2 {
-            return 0.0;
-        }
-        let n = self.samples.len() as f64;
-        let points = || {
-            self.samples
-                .iter()
-                .map(move |&(t, y)| (t.saturating_sub(t0) as f64 / 1e9, y as f64))
-        };
-        let (sum_x, sum_y) = points().fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
-        let (mean_x, mean_y) = (sum_x / n, sum_y / n);
-        let (sxx, sxy) = points().fold((0.0, 0.0), |(sxx, sxy), (x, y)| {
-            let dx = x - mean_x;
-            (sxx + dx * dx, sxy + dx * (y - mean_y))
-        });
-        if sxx > 0.0 {
-            sxy / sxx
-        } else {
-            0.0
-        }
+        crate::trend::slope_per_s(self.samples.iter())
     }
 
     /// Over how many scans the current waiters became blocked. A pool that went idle at once
