@@ -345,9 +345,16 @@ pub fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
                 OwnerSource::PiFutexWord => "owner from the PI futex word",
                 OwnerSource::GlibcMutexOwner => "owner from glibc pthread_mutex_t.__owner",
             };
-            let at = frames
-                .iter()
-                .find(|f| f.symbol.is_some())
+            // The lock call inside the C library says little: name the caller in the program.
+            let in_system_library = |f: &&Frame| {
+                f.module
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("/usr/lib") || m.starts_with("/lib"))
+            };
+            let symbolized = || frames.iter().filter(|f| f.symbol.is_some());
+            let at = symbolized()
+                .find(|f| !in_system_library(f))
+                .or_else(|| symbolized().next())
                 .map(frame_line)
                 .unwrap_or_else(|| "(no stack)".into());
             writeln!(
