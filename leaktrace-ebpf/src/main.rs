@@ -470,13 +470,11 @@ pub fn futex_waitv_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Exit of futex / futex_waitv: the wait, if any, is over.
+/// Exit of futex / futex_waitv: the wait, if any, is over. Only traced threads have entries,
+/// so one delete by tid replaces the target lookup on this hot path.
 #[tracepoint]
 pub fn futex_exit(_ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    if let Some((_, tid)) = traced_current(&cfg) {
-        let _ = WAITS.remove(tid);
-    }
+    let _ = WAITS.remove(bpf_get_current_pid_tgid() as u32);
     0
 }
 

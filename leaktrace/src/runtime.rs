@@ -114,14 +114,7 @@ impl Session {
 
     /// Thread/fd findings and waiter findings together: deadlocks first, then by count.
     fn findings(&self, now: u64, min_age_ns: u64) -> Vec<Finding> {
-        let comm = |pid: u32| {
-            self.aggregator
-                .processes()
-                .into_iter()
-                .find(|p| p.pid == pid)
-                .map(|p| p.comm)
-                .unwrap_or_default()
-        };
+        let comm = |pid: u32| self.aggregator.comm(pid).unwrap_or_default().to_owned();
         let mut all = self.waiters.findings(now, &comm);
         all.extend(self.aggregator.findings(now, min_age_ns));
         let deadlock = |f: &Finding| {

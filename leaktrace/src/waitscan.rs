@@ -111,10 +111,11 @@ impl WaitScanner {
         // kernel map from then on.
         self.preexisting
             .retain(|p| !seen.contains(&p.tid) && read_syscall(p.wait.tgid, p.tid) == Some(p.call));
-        let old = self.preexisting.iter().map(|p| (p.tid, p.wait));
+        let old: Vec<(u32, InFlightWait)> =
+            self.preexisting.iter().map(|p| (p.tid, p.wait)).collect();
         in_flight
             .into_iter()
-            .chain(old.collect::<Vec<_>>())
+            .chain(old)
             .filter(|(_, w)| now_ns.saturating_sub(w.start_ns) >= min_wait_ns)
             .map(|(tid, w)| Wait {
                 pid: w.tgid,

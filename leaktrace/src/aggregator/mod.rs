@@ -304,6 +304,11 @@ impl Aggregator {
         pids
     }
 
+    /// The name of a live process.
+    pub fn comm(&self, pid: u32) -> Option<&str> {
+        self.live.processes.get(&pid).map(|p| &*p.comm)
+    }
+
     pub fn is_live(&self, pid: u32) -> bool {
         self.live.processes.contains_key(&pid)
     }

@@ -119,20 +119,21 @@ impl Process {
         Some(stack)
     }
 
-    /// A thread that exists but whose creation was not seen.
-    pub fn add_preexisting_thread(&mut self, tid: u32, ts_ns: u64, out: &mut Outbox) {
+    /// A thread that exists but whose creation was not seen; true when it was added.
+    pub fn add_preexisting_thread(&mut self, tid: u32, ts_ns: u64, out: &mut Outbox) -> bool {
         if self.threads.contains_key(&tid) {
-            return;
+            return false;
         }
         if self.is_full() {
             self.drop_object(out);
-            return;
+            return false;
         }
         let thread = Thread {
             created_ns: ts_ns,
             group: None,
         };
         self.threads.insert(tid, thread);
+        true
     }
 
     pub fn add_thread(&mut self, tid: u32, stack: Option<StackRef>, ts_ns: u64, out: &mut Outbox) {
@@ -304,7 +305,9 @@ impl Process {
             Some(thread) => {
                 self.threads.insert(self.pid, thread);
             }
-            None => self.add_preexisting_thread(self.pid, ts_ns, out),
+            None => {
+                self.add_preexisting_thread(self.pid, ts_ns, out);
+            }
         }
         self.exec_gen = self.exec_gen.saturating_add(1);
         self.stacks.clear();
@@ -442,19 +445,10 @@ impl Process {
             }
         }
         for &tid in &snap.tids {
-            if self.threads.contains_key(&tid) || self.thread_exits.closed_after(tid, started) {
+            if self.thread_exits.closed_after(tid, started) {
                 continue;
             }
-            if self.is_full() {
-                self.drop_object(out);
-                continue;
-            }
-            let thread = Thread {
-                created_ns: started,
-                group: None,
-            };
-            self.threads.insert(tid, thread);
-            if count_added {
+            if self.add_preexisting_thread(tid, started, out) && count_added {
                 mismatches += 1;
             }
         }
