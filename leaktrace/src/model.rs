@@ -145,6 +145,31 @@ pub struct Finding {
     pub exited: bool,
     /// Set for blocked waiters.
     pub waiter: Option<WaiterDetail>,
+    /// Set for threads and fds: the verdict on their trend.
+    pub leak: Option<LeakDetail>,
+}
+
+/// Where a group of outstanding threads or fds is heading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trend {
+    /// Outstanding keeps growing over the window and the oldest are older than --min-age.
+    Leak,
+    /// High but flat: a pool that is held, not leaking.
+    Stable,
+    /// It was outstanding and has drained.
+    Released,
+}
+
+/// What the verdict engine adds to a thread or fd finding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeakDetail {
+    pub trend: Trend,
+    /// Released from this stack while traced (closed, exited).
+    pub destroyed: u64,
+    /// Age of the outstanding objects: median and 90th percentile.
+    pub age_p50_ns: u64,
+    pub age_p90_ns: u64,
 }
 
 /// Per-process totals.

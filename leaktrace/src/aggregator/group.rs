@@ -9,7 +9,7 @@ use std::{
 use super::Limits;
 use crate::{
     event::Path,
-    model::{FdKind, Resource, StackRef},
+    model::{FdKind, Resource, StackRef, Trend},
 };
 
 /// What makes objects one group within a process.
@@ -77,13 +77,29 @@ impl SamplePath {
 /// Index of a group in its process's [`Groups`]; objects hold it so a close hashes no key.
 pub(super) type Slot = u32;
 
+/// A group draining to zero outstanding by its objects being released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Release {
+    pub at_ns: u64,
+    /// How old the oldest object released while the group was non-empty got before its
+    /// release: how old the group was as a finding when it drained.
+    pub held_ns: u64,
+}
+
 #[derive(Debug)]
 pub(super) struct Group {
     pub key: GroupKey,
     pub outstanding: u64,
     /// Objects that entered the group: created while traced, or inherited at fork.
     pub created: u64,
+    /// Objects of the group released while traced (closed, exited, removed by exec or a
+    /// re-sync); not those that went with their process's exit.
+    pub destroyed: u64,
     last_created_ns: u64,
+    /// Longest lifetime of an object released since the group was last empty.
+    held_ns: u64,
+    /// The drain a released finding reports; kept for a rate window.
+    pub release: Option<Release>,
     /// `(tick time, outstanding)` inside the rate window, oldest first.
     samples: VecDeque<(u64, u64)>,
     last_path: Option<SamplePath>,
@@ -95,7 +111,10 @@ impl Group {
             key,
             outstanding: 0,
             created: 0,
+            destroyed: 0,
             last_created_ns: 0,
+            held_ns: 0,
+            release: None,
             samples: VecDeque::new(),
             last_path: None,
         }
@@ -110,17 +129,80 @@ impl Group {
     pub fn sample_count(&self) -> usize {
         self.samples.len()
     }
+
+    /// Whether the group, holding objects created at `created_ns` (oldest first, not empty), is
+    /// leaking or stable. Leaking takes a trend over the window, not one sample: enough samples,
+    /// a rising fit, a real increase from the window's first sample to its latest, and objects
+    /// created over as many tick intervals. Old enough to be a finding at all is the caller's.
+    pub fn trend(&self, created_ns: &[u64], limits: &Limits) -> Trend {
+        let (Some(&(_, first)), Some(&(_, last))) = (self.samples.front(), self.samples.back())
+        else {
+            return Trend::Stable;
+        };
+        let leaking = self.samples.len() >= limits.leak_min_samples
+            && self.rate_per_s() > 0.0
+            && last >= first.saturating_add(limits.leak_min_increase)
+            && self.creation_intervals(created_ns) >= limits.leak_min_samples;
+        if leaking {
+            Trend::Leak
+        } else {
+            Trend::Stable
+        }
+    }
+
+    /// Over how many tick intervals the objects created at `created_ns` (oldest first) were
+    /// made: each is counted in the first sample at or after its creation (all before the
+    /// window in the first, all after the latest tick in one more). A pool opened in one burst
+    /// that straddles a tick counts two; a leak adds objects interval after interval.
+    fn creation_intervals(&self, created_ns: &[u64]) -> usize {
+        let mut intervals = 0;
+        let mut last = None;
+        let mut first_sample = 0;
+        for &created in created_ns {
+            while self
+                .samples
+                .get(first_sample)
+                .is_some_and(|&(t, _)| t < created)
+            {
+                first_sample += 1;
+            }
+            if last != Some(first_sample) {
+                intervals += 1;
+                last = Some(first_sample);
+            }
+        }
+        intervals
+    }
+
+    /// One object fewer, however it went; an empty group starts a new holding period.
+    fn decrement(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if self.outstanding == 0 {
+            self.held_ns = 0;
+        }
+    }
 }
 
 /// A slab of groups with an index by key; freed slots are reused.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Groups {
     slots: Vec<Option<Group>>,
     free: Vec<Slot>,
     index: HashMap<GroupKey, Slot>,
+    /// The aggregator's rate window: how long a release is remembered.
+    rate_window_ns: u64,
 }
 
 impl Groups {
+    pub fn new(rate_window_ns: u64) -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            rate_window_ns,
+        }
+    }
+
     /// Counts one more object into `key`'s group (made if new); `created_ns` keeps it from being
     /// dropped as idle for a rate window.
     pub fn enter(&mut self, key: GroupKey, created_ns: u64) -> Slot {
@@ -150,10 +232,38 @@ impl Groups {
         slot
     }
 
-    /// One object of the group is gone.
-    pub fn leave(&mut self, slot: Option<Slot>) {
+    /// One object of the group, created at `created_ns`, was released at `ts_ns` (closed,
+    /// exited, removed by exec or a re-sync). The drain of the group's last object is kept as its
+    /// release, unless a drain within the rate window held an older object: a pool held for
+    /// minutes then released stays reported even if the stack briefly opens one more after.
+    pub fn destroy(&mut self, slot: Option<Slot>, created_ns: u64, ts_ns: u64) {
+        let rate_window_ns = self.rate_window_ns;
+        let Some(group) = slot.and_then(|slot| self.get_mut(slot)) else {
+            return;
+        };
+        group.destroyed += 1;
+        group.held_ns = group.held_ns.max(ts_ns.saturating_sub(created_ns));
+        if group.outstanding == 1 {
+            let drained = Release {
+                at_ns: ts_ns,
+                held_ns: group.held_ns,
+            };
+            let keep_previous = group.release.is_some_and(|previous| {
+                previous.held_ns > drained.held_ns
+                    && ts_ns.saturating_sub(previous.at_ns) <= rate_window_ns
+            });
+            if !keep_previous {
+                group.release = Some(drained);
+            }
+        }
+        group.decrement();
+    }
+
+    /// One object of the group is no longer counted, without having been released: its
+    /// process exited with it, or it was never known to be gone.
+    pub fn forget(&mut self, slot: Option<Slot>) {
         if let Some(group) = slot.and_then(|slot| self.get_mut(slot)) {
-            group.outstanding = group.outstanding.saturating_sub(1);
+            group.decrement();
         }
     }
 
@@ -163,7 +273,7 @@ impl Groups {
         let Some(old) = self.get_mut(slot) else {
             return slot;
         };
-        old.outstanding = old.outstanding.saturating_sub(1);
+        old.decrement();
         old.created = old.created.saturating_sub(1);
         let key = GroupKey::fd(kind, old.key.stack);
         self.enter(key, created_ns)
@@ -212,12 +322,14 @@ impl Groups {
     }
 
     /// Samples every group's outstanding count at `now_ns`, and drops groups that hold nothing and
-    /// created nothing for a whole rate window: their history can no longer move a rate.
+    /// neither created nor drained for a whole rate window: their history can no longer move a
+    /// rate, and their release is no longer reported.
     pub fn tick(&mut self, now_ns: u64, limits: &Limits) {
         let window_start = now_ns.saturating_sub(limits.rate_window_ns);
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             let Some(group) = entry else { continue };
-            if group.outstanding == 0 && group.last_created_ns <= window_start {
+            let drained_ns = group.release.map_or(0, |release| release.at_ns);
+            if group.outstanding == 0 && group.last_created_ns.max(drained_ns) <= window_start {
                 self.index.remove(&group.key);
                 self.free.push(slot as Slot);
                 *entry = None;

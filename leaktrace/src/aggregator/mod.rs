@@ -4,6 +4,12 @@
 //! counted in groups (process, resource, fd kind, stack). No I/O and no clock of its own: time
 //! comes from the events, the snapshots and the caller. Everything it holds is bounded by
 //! [`Limits`]; what a bound turns away is counted in [`AggregatorCounters`].
+//!
+//! Counts are not answers: every thread and fd finding carries a verdict ([`Trend`]). A group
+//! whose outstanding count keeps rising over the rate window is a leak; one that is held but
+//! flat (a connection pool) is stable; one that held objects long enough to be a finding and
+//! drained is reported as released for one rate window, then dropped. See [`Limits`] for what
+//! "keeps rising" takes.
 
 mod group;
 mod process;
@@ -19,11 +25,11 @@ use std::{
 
 use crate::{
     event::{Event, What},
-    model::{Finding, ProcessSummary, Snapshot, StackId, StackRef},
+    model::{Finding, ProcessSummary, Snapshot, StackId, StackRef, Trend},
 };
 use process::{Exited, Merge, Process};
 
-/// Bounds on what the aggregator keeps.
+/// Bounds on what the aggregator keeps, and what it takes for a group to be leaking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_processes: usize,
@@ -31,10 +37,25 @@ pub struct Limits {
     pub max_objects_per_process: usize,
     /// Exited processes whose findings are kept.
     pub max_exited: usize,
-    /// Span of tick samples a group's rate is fitted over.
+    /// Span of tick samples a group's rate and leak verdict are judged over; also how long a
+    /// drained group is still reported as released (default 60 s: a dozen report intervals of
+    /// 5 s, long enough for a slow leak to show, short enough that a leak that stopped is soon
+    /// judged on what it does now).
     pub rate_window_ns: u64,
     /// Tick samples kept per group.
     pub max_samples: usize,
+    /// Tick samples in the window before a group can be a leak, and tick intervals its
+    /// outstanding objects must have been created over (default 3). Two points always make a
+    /// line; a third shows a trend. Counting creation intervals too keeps a pool opened in one
+    /// burst from being a leak when the burst straddles a tick: its counts rise across that tick
+    /// (half the pool, then all of it) but it was made in two intervals, where a leak adds
+    /// objects interval after interval. The same rule as the waiter analysis's growing groups.
+    pub leak_min_samples: usize,
+    /// How many more objects the window's latest sample must show than its first before a group
+    /// is a leak (default 2). One more is a pool that grew on demand or a worker that just
+    /// started; a leak of one object per report interval adds that within three intervals, and a
+    /// positive slope alone would call a single late open a leak.
+    pub leak_min_increase: u64,
 }
 
 impl Default for Limits {
@@ -45,6 +66,8 @@ impl Default for Limits {
             max_exited: 256,
             rate_window_ns: 60_000_000_000,
             max_samples: 120,
+            leak_min_samples: 3,
+            leak_min_increase: 2,
         }
     }
 }
@@ -130,7 +153,14 @@ impl Live {
                 out.unseen.push(ev.pid);
                 let first_gen = self.next_gen.get(&ev.pid).copied().unwrap_or(0);
                 let max_objects = limits.max_objects_per_process;
-                let process = Process::new(ev.pid, Arc::from(""), first_gen, activity, max_objects);
+                let process = Process::new(
+                    ev.pid,
+                    Arc::from(""),
+                    first_gen,
+                    activity,
+                    max_objects,
+                    limits.rate_window_ns,
+                );
                 let process = entry.insert(process);
                 // The event's thread exists, though not where it came from.
                 process.add_preexisting_thread(ev.tid, ev.ts_ns, out);
@@ -236,19 +266,30 @@ impl Aggregator {
         }
     }
 
-    /// Groups with outstanding objects whose oldest live object is at least `min_age_ns` old:
-    /// live processes first, then exited ones (as they were at exit), each by outstanding
-    /// descending, oldest first on ties. Preexisting objects are never findings.
+    /// Groups with outstanding objects whose oldest live object is at least `min_age_ns` old,
+    /// each leaking or stable, and groups that drained within the last rate window after holding
+    /// an object that long, released (outstanding 0, aged as old as their oldest got). Live
+    /// processes first, then exited ones (as they were at exit, verdicts included); within each,
+    /// leaks, then stable, then released, each by outstanding descending, oldest first on ties.
+    /// Preexisting objects are never findings. Called once per report interval: ages and
+    /// verdicts are worked out here.
     pub fn findings(&self, now_ns: u64, min_age_ns: u64) -> Vec<Finding> {
         let mut live = Vec::new();
         for process in self.live.processes.values() {
-            process.findings(now_ns, min_age_ns, false, &mut live);
+            process.findings(now_ns, min_age_ns, &self.limits, &mut live);
         }
         live.sort_by(rank);
+        let window_ns = self.limits.rate_window_ns;
         let mut exited: Vec<Finding> = self
             .exited
             .iter()
             .flat_map(|e| &e.findings)
+            .filter(|frozen| {
+                frozen
+                    .drained_ns
+                    .is_none_or(|drained_ns| now_ns.saturating_sub(drained_ns) <= window_ns)
+            })
+            .map(|frozen| &frozen.finding)
             .filter(|f| f.oldest_age_ns >= min_age_ns)
             .cloned()
             .collect();
@@ -340,7 +381,14 @@ impl Aggregator {
         let max_objects = self.limits.max_objects_per_process;
         // A new process counts as active: it is not the next one evicted.
         self.live.activity += 1;
-        let mut process = Process::new(snap.pid, comm, first_gen, self.live.activity, max_objects);
+        let mut process = Process::new(
+            snap.pid,
+            comm,
+            first_gen,
+            self.live.activity,
+            max_objects,
+            self.limits.rate_window_ns,
+        );
         process.merge(snap, Merge::Seed, &mut self.out);
         self.live.insert(process, &self.limits, &mut self.out);
         0
@@ -353,8 +401,9 @@ impl Aggregator {
             return;
         };
         process.last_active = self.live.activity;
-        process.thread_exit(ev.tid, ev.ts_ns);
-        if group_dead.unwrap_or_else(|| process.no_thread_left()) {
+        let process_exit = group_dead.unwrap_or_else(|| process.last_thread_is(ev.tid));
+        process.thread_exit(ev.tid, ev.ts_ns, process_exit);
+        if process_exit {
             self.exit(ev.pid, ev.ts_ns);
         }
     }
@@ -387,18 +436,26 @@ impl Aggregator {
         let Some(process) = self.live.remove(pid) else {
             return;
         };
-        self.exited.push_back(process.freeze(ts_ns));
+        self.exited.push_back(process.freeze(ts_ns, &self.limits));
         while self.exited.len() > self.limits.max_exited {
             self.exited.pop_front();
         }
     }
 }
 
-/// Order within the live findings and within the exited ones: outstanding descending, oldest
-/// first, then by identity so equal findings keep their places from report to report.
+/// Order within the live findings and within the exited ones: leaks, stable, released; then
+/// outstanding descending, oldest first, then by identity so equal findings keep their places
+/// from report to report.
 fn rank(a: &Finding, b: &Finding) -> Ordering {
-    b.outstanding
-        .cmp(&a.outstanding)
+    let trend = |f: &Finding| match f.leak.as_ref().map(|leak| leak.trend) {
+        Some(Trend::Leak) => 0,
+        Some(Trend::Stable) => 1,
+        Some(Trend::Released) => 2,
+        None => 3,
+    };
+    trend(a)
+        .cmp(&trend(b))
+        .then(b.outstanding.cmp(&a.outstanding))
         .then(b.oldest_age_ns.cmp(&a.oldest_age_ns))
         .then(a.pid.cmp(&b.pid))
         .then(a.resource.cmp(&b.resource))

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     event::{FdPair, Path},
-    model::{FdKind, Finding, ProcessSummary, Snapshot, StackId, StackRef},
+    model::{FdKind, Finding, LeakDetail, ProcessSummary, Snapshot, StackId, StackRef, Trend},
 };
 
 /// Tombstones one generation holds before it is rotated out early.
@@ -58,6 +58,8 @@ pub(super) struct Process {
     pub seeded: bool,
     /// Threads plus fds tracked at most (the aggregator's max_objects_per_process).
     max_objects: usize,
+    /// The aggregator's rate window.
+    rate_window_ns: u64,
     /// Some object went untracked because `max_objects` was hit.
     pub incomplete: bool,
     /// The aggregator's activity count at this process's last event: orders processes for eviction.
@@ -76,7 +78,14 @@ pub(super) struct Process {
 }
 
 impl Process {
-    pub fn new(pid: u32, comm: Arc<str>, exec_gen: u32, activity: u64, max_objects: usize) -> Self {
+    pub fn new(
+        pid: u32,
+        comm: Arc<str>,
+        exec_gen: u32,
+        activity: u64,
+        max_objects: usize,
+        rate_window_ns: u64,
+    ) -> Self {
         Self {
             pid,
             comm,
@@ -84,12 +93,13 @@ impl Process {
             exec_gen,
             seeded: false,
             max_objects,
+            rate_window_ns,
             incomplete: false,
             last_active: activity,
             exec_ns: None,
             threads: HashMap::new(),
             fds: HashMap::new(),
-            groups: Groups::default(),
+            groups: Groups::new(rate_window_ns),
             stacks: HashSet::new(),
             thread_exits: Tombstones::default(),
             fd_closes: Tombstones::default(),
@@ -146,9 +156,10 @@ impl Process {
             Entry::Occupied(mut entry) => {
                 // A tid from /proc may be this very thread (the snapshot raced its creation);
                 // a traced one still here means its exit was missed.
-                if let Some(old) = entry.get().group {
+                let old = entry.get();
+                if old.group.is_some() {
                     out.counters.resync_mismatches += 1;
-                    self.groups.leave(Some(old));
+                    self.groups.destroy(old.group, old.created_ns, ts_ns);
                 }
                 entry.insert(fresh(&mut self.groups));
             }
@@ -159,16 +170,22 @@ impl Process {
         }
     }
 
-    pub fn thread_exit(&mut self, tid: u32, ts_ns: u64) {
+    /// Thread `tid` exited at `ts_ns`. The last thread's exit is the process's: what goes with
+    /// it is held at exit, not released.
+    pub fn thread_exit(&mut self, tid: u32, ts_ns: u64, process_exit: bool) {
         if let Some(thread) = self.threads.remove(&tid) {
-            self.groups.leave(thread.group);
+            if process_exit {
+                self.groups.forget(thread.group);
+            } else {
+                self.groups.destroy(thread.group, thread.created_ns, ts_ns);
+            }
         }
         self.thread_exits.record(tid, ts_ns);
     }
 
-    /// Whether an exit that does not say `group_dead` was the last thread's.
-    pub fn no_thread_left(&self) -> bool {
-        self.threads.is_empty() && self.seeded && !self.incomplete
+    /// Whether an exit of `tid` that does not say `group_dead` is the last thread's.
+    pub fn last_thread_is(&self, tid: u32) -> bool {
+        self.threads.keys().all(|&t| t == tid) && self.seeded && !self.incomplete
     }
 
     /// `fd` is new, from `stack`; `path` gives its sample path once its group is known.
@@ -197,11 +214,12 @@ impl Process {
                 // An fd from /proc may be this very one (the snapshot raced the open), and one
                 // from before an exec may have been closed by it; otherwise a close was missed.
                 let old = entry.get();
-                let closed_by_exec = exec_ns.is_some_and(|exec_ns| old.created_ns < exec_ns);
-                if old.group.is_some() && !closed_by_exec {
+                let closed_by_exec = exec_ns.filter(|&exec_ns| old.created_ns < exec_ns);
+                if old.group.is_some() && closed_by_exec.is_none() {
                     out.counters.resync_mismatches += 1;
                 }
-                self.groups.leave(old.group);
+                let closed_ns = closed_by_exec.unwrap_or(ts_ns);
+                self.groups.destroy(old.group, old.created_ns, closed_ns);
                 entry.insert(fresh(&mut self.groups));
             }
             Entry::Vacant(_) if full => self.drop_object(out),
@@ -248,14 +266,14 @@ impl Process {
             });
         // dup2/dup3 close whatever `fd` was, without a close call.
         if let Some(old) = self.fds.remove(&fd) {
-            self.groups.leave(old.group);
+            self.groups.destroy(old.group, old.created_ns, ts_ns);
         }
         self.add_fd(fd, kind, stack, ts_ns, out, |_, _| path);
     }
 
     pub fn close(&mut self, fd: i32, ts_ns: u64, out: &mut Outbox) {
         match self.fds.remove(&fd) {
-            Some(old) => self.groups.leave(old.group),
+            Some(old) => self.groups.destroy(old.group, old.created_ns, ts_ns),
             None => out.counters.untracked_closes += 1,
         }
         if let Ok(fd) = u32::try_from(fd) {
@@ -273,7 +291,7 @@ impl Process {
             for fd in first..=last {
                 let Ok(fd) = i32::try_from(fd) else { break };
                 if let Some(old) = self.fds.remove(&fd) {
-                    self.groups.leave(old.group);
+                    self.groups.destroy(old.group, old.created_ns, ts_ns);
                 }
             }
         } else {
@@ -281,7 +299,7 @@ impl Process {
             self.fds.retain(|&fd, old| {
                 let closed = u32::try_from(fd).is_ok_and(|fd| (first..=last).contains(&fd));
                 if closed {
-                    groups.leave(old.group);
+                    groups.destroy(old.group, old.created_ns, ts_ns);
                 }
                 !closed
             });
@@ -294,7 +312,7 @@ impl Process {
         // An execing thread we never saw creating survives as one of unknown origin.
         let survivor = self.threads.remove(&tid);
         for (gone, thread) in self.threads.drain() {
-            self.groups.leave(thread.group);
+            self.groups.destroy(thread.group, thread.created_ns, ts_ns);
             self.thread_exits.record(gone, ts_ns);
         }
         // The survivor's old tid is gone too (the pid lives on in it).
@@ -332,6 +350,7 @@ impl Process {
             exec_gen,
             activity,
             self.max_objects,
+            self.rate_window_ns,
         );
         child.comm_ns = self.comm_ns;
         child.seeded = self.seeded;
@@ -383,17 +402,22 @@ impl Process {
                 if listed.contains(&fd) || tracked.created_ns > started {
                     return true;
                 }
-                match exec_shown.filter(|&exec_ns| tracked.created_ns < exec_ns) {
+                // When it went: at the exec, or at some point before the snapshot began.
+                let gone_ns = match exec_shown.filter(|&exec_ns| tracked.created_ns < exec_ns) {
                     // Close-on-exec. The tombstone keeps a snapshot from before the exec, applied
                     // later, from bringing it back.
                     Some(exec_ns) => {
                         if let Ok(fd) = u32::try_from(fd) {
                             fd_closes.record(fd, exec_ns);
                         }
+                        exec_ns
                     }
-                    None => mismatches += 1,
-                }
-                groups.leave(tracked.group);
+                    None => {
+                        mismatches += 1;
+                        started
+                    }
+                };
+                groups.destroy(tracked.group, tracked.created_ns, gone_ns);
                 false
             });
             if exec_shown.is_some() {
@@ -407,7 +431,7 @@ impl Process {
                     return true;
                 }
                 mismatches += 1;
-                groups.leave(tracked.group);
+                groups.destroy(tracked.group, tracked.created_ns, started);
                 false
             });
         }
@@ -465,22 +489,29 @@ impl Process {
         self.fd_closes.rotate();
     }
 
-    /// What the process held when it exited at `ts_ns`.
-    pub fn freeze(mut self, ts_ns: u64) -> Exited {
+    /// What the process held when it exited at `ts_ns`, with each group's verdict as the samples
+    /// up to the exit give it.
+    pub fn freeze(mut self, ts_ns: u64, limits: &Limits) -> Exited {
         // Fds from before an exec that /proc never confirmed may have been close-on-exec: without
         // that confirmation they are no evidence (a spawned child would "hold" its parent's fds).
+        // Nor were they seen released: they are forgotten, not destroyed.
         if let Some(exec_ns) = self.exec_ns {
             let groups = &mut self.groups;
             self.fds.retain(|_, fd| {
                 let doubtful = fd.created_ns < exec_ns;
                 if doubtful {
-                    groups.leave(fd.group);
+                    groups.forget(fd.group);
                 }
                 !doubtful
             });
         }
         let mut findings = Vec::new();
-        self.findings(ts_ns, 0, true, &mut findings);
+        self.each_finding(ts_ns, 0, true, limits, |finding, drained_ns| {
+            findings.push(Frozen {
+                finding,
+                drained_ns,
+            });
+        });
         Exited {
             exit_ns: ts_ns,
             summary: self.summary(true),
@@ -488,70 +519,105 @@ impl Process {
         }
     }
 
-    /// One finding per group with outstanding objects at least `min_age_ns` old at `now_ns`.
-    pub fn findings(&self, now_ns: u64, min_age_ns: u64, exited: bool, out: &mut Vec<Finding>) {
-        /// The oldest live object of a group, and the oldest fd with a path (by creation, then
-        /// number, so reports do not flip between equals).
-        #[derive(Clone, Copy)]
-        struct Oldest<'a> {
-            created_ns: u64,
-            path: Option<((u64, i32), &'a SamplePath)>,
-        }
-        fn note<'a>(
-            oldest: &mut [Option<Oldest<'a>>],
-            slot: Slot,
-            created_ns: u64,
-            path: Option<(i32, &'a SamplePath)>,
-        ) {
-            let Some(entry) = oldest.get_mut(slot as usize) else {
-                return;
-            };
-            let entry = entry.get_or_insert(Oldest {
-                created_ns,
-                path: None,
-            });
-            entry.created_ns = entry.created_ns.min(created_ns);
-            if let Some((fd, path)) = path {
-                let at = (created_ns, fd);
-                if entry.path.is_none_or(|(best, _)| at < best) {
-                    entry.path = Some((at, path));
-                }
-            }
-        }
-        let mut oldest: Vec<Option<Oldest>> = vec![None; self.groups.slot_count()];
-        for thread in self.threads.values() {
-            if let Some(slot) = thread.group {
-                note(&mut oldest, slot, thread.created_ns, None);
-            }
-        }
+    /// The live process's findings at `now_ns`: see [`Self::each_finding`].
+    pub fn findings(&self, now_ns: u64, min_age_ns: u64, limits: &Limits, out: &mut Vec<Finding>) {
+        self.each_finding(now_ns, min_age_ns, false, limits, |finding, _| {
+            out.push(finding);
+        });
+    }
+
+    /// One finding per group whose oldest outstanding object is at least `min_age_ns` old at
+    /// `now_ns` (leaking or stable), and per group that drained within the last rate window after
+    /// holding an object at least that long (released, with when it drained). Runs once per
+    /// report interval: the per-object work (ages, percentiles, creation intervals) is done here,
+    /// never when events are applied.
+    fn each_finding(
+        &self,
+        now_ns: u64,
+        min_age_ns: u64,
+        exited: bool,
+        limits: &Limits,
+        mut emit: impl FnMut(Finding, Option<u64>),
+    ) {
+        // Every counted object as (group, creation time), by group then age: each group's
+        // objects are one run, oldest first.
+        let counted = self.threads.values().map(|t| (t.group, t.created_ns));
+        let counted = counted.chain(self.fds.values().map(|fd| (fd.group, fd.created_ns)));
+        let mut objects: Vec<(Slot, u64)> = counted
+            .filter_map(|(group, created_ns)| Some((group?, created_ns)))
+            .collect();
+        objects.sort_unstable();
+        let created: Vec<u64> = objects.iter().map(|&(_, created_ns)| created_ns).collect();
+        // The oldest fd with a path per group (by creation, then number, so reports do not flip
+        // between equals).
+        let mut paths: Vec<Option<((u64, i32), &SamplePath)>> =
+            vec![None; self.groups.slot_count()];
         for (&number, fd) in &self.fds {
-            if let Some(slot) = fd.group {
-                let path = fd.path.as_ref().map(|path| (number, path));
-                note(&mut oldest, slot, fd.created_ns, path);
-            }
-        }
-        for (slot, group) in self.groups.iter() {
-            let Some(Some(oldest)) = oldest.get(slot as usize) else {
+            let (Some(slot), Some(path)) = (fd.group, fd.path.as_ref()) else {
                 continue;
             };
-            let oldest_age_ns = now_ns.saturating_sub(oldest.created_ns);
-            if oldest_age_ns < min_age_ns {
+            let Some(best) = paths.get_mut(slot as usize) else {
                 continue;
+            };
+            let at = (fd.created_ns, number);
+            if best.is_none_or(|(best, _)| at < best) {
+                *best = Some((at, path));
             }
-            out.push(Finding {
+        }
+
+        for (slot, group) in self.groups.iter() {
+            let first = objects.partition_point(|&(s, _)| s < slot);
+            let end = objects.partition_point(|&(s, _)| s <= slot);
+            let held = &created[first..end];
+            let finding = |outstanding, oldest_age_ns, sample_path, leak| Finding {
                 pid: self.pid,
                 comm: self.comm.to_string(),
                 resource: group.key.resource,
                 kind: group.key.kind,
                 stack: group.key.stack,
-                outstanding: group.outstanding,
+                outstanding,
                 created: group.created,
                 oldest_age_ns,
                 rate_per_s: group.rate_per_s(),
-                sample_path: oldest.path.map(|(_, path)| path.display()),
+                sample_path,
                 exited,
                 waiter: None,
-            });
+                leak: Some(leak),
+            };
+            let Some(&oldest_ns) = held.first() else {
+                // Drained: reported as released for a rate window, as old as it got.
+                let Some(release) = group.release else {
+                    continue;
+                };
+                let recent = now_ns.saturating_sub(release.at_ns) <= limits.rate_window_ns;
+                if group.outstanding > 0 || !recent || release.held_ns < min_age_ns {
+                    continue;
+                }
+                let leak = LeakDetail {
+                    trend: Trend::Released,
+                    destroyed: group.destroyed,
+                    age_p50_ns: 0,
+                    age_p90_ns: 0,
+                };
+                emit(finding(0, release.held_ns, None, leak), Some(release.at_ns));
+                continue;
+            };
+            let oldest_age_ns = now_ns.saturating_sub(oldest_ns);
+            if oldest_age_ns < min_age_ns {
+                continue;
+            }
+            let leak = LeakDetail {
+                trend: group.trend(held, limits),
+                destroyed: group.destroyed,
+                age_p50_ns: age_percentile(held, 50, now_ns),
+                age_p90_ns: age_percentile(held, 90, now_ns),
+            };
+            let path = paths.get(slot as usize).copied().flatten();
+            let sample_path = path.map(|(_, path)| path.display());
+            emit(
+                finding(group.outstanding, oldest_age_ns, sample_path, leak),
+                None,
+            );
         }
     }
 
@@ -581,7 +647,28 @@ impl Process {
 pub(super) struct Exited {
     pub exit_ns: u64,
     pub summary: ProcessSummary,
-    pub findings: Vec<Finding>,
+    pub findings: Vec<Frozen>,
+}
+
+/// A finding of an exited process, as it stood at exit.
+#[derive(Debug)]
+pub(super) struct Frozen {
+    pub finding: Finding,
+    /// For a released group: when it drained, which bounds how long it is reported.
+    pub drained_ns: Option<u64>,
+}
+
+/// The nearest-rank `percent`th percentile of the ages at `now_ns` of objects created at
+/// `created_ns` (oldest first, not empty): the smallest age at least `percent`% of the objects
+/// are no older than.
+pub(super) fn age_percentile(created_ns: &[u64], percent: u64, now_ns: u64) -> u64 {
+    let n = created_ns.len() as u64;
+    // 1-based rank among the ages youngest first, i.e. among creation times newest first.
+    let rank = (percent * n).div_ceil(100).clamp(1, n.max(1));
+    let index = created_ns.len().saturating_sub(rank as usize);
+    created_ns
+        .get(index)
+        .map_or(0, |&created| now_ns.saturating_sub(created))
 }
 
 /// Recent closes (or thread exits) by number, so a snapshot can tell "gone after it began" from

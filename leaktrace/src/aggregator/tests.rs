@@ -2,10 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{process::Process, Aggregator, AggregatorCounters, Limits};
+use super::{
+    process::{age_percentile, Process},
+    Aggregator, AggregatorCounters, Limits,
+};
 use crate::{
     event::{Event, FdPair, Path, What},
-    model::{FdKind, Finding, Resource, Snapshot, StackRef},
+    model::{FdKind, Finding, LeakDetail, Resource, Snapshot, StackRef, Trend},
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -142,6 +145,26 @@ fn finding(
         .cloned()
 }
 
+/// The verdict every thread and fd finding carries.
+fn leak(f: &Finding) -> &LeakDetail {
+    f.leak
+        .as_ref()
+        .expect("thread and fd findings carry a verdict")
+}
+
+fn trend(f: &Finding) -> Trend {
+    leak(f).trend
+}
+
+/// Opens `count` fds numbered from `*fd` at `ts_ns` from stack `stack_id`.
+fn open_many(agg: &mut Aggregator, ts_ns: u64, fd: &mut i32, count: usize, stack_id: u32) {
+    let opens: Vec<Event> = (0..count)
+        .map(|k| open(ts_ns, P, *fd + k as i32, FdKind::File, Some(stack_id)))
+        .collect();
+    *fd += count as i32;
+    run(agg, &opens);
+}
+
 /// Every group's outstanding count is exactly the objects that point at it, and no process
 /// holds more than its bound.
 fn check(agg: &Aggregator) {
@@ -161,6 +184,11 @@ fn check(agg: &Aggregator) {
                 group.key
             );
             assert!(group.created >= group.outstanding, "{:?}", group.key);
+            assert!(
+                group.created >= group.outstanding + group.destroyed,
+                "{:?}",
+                group.key
+            );
         }
         assert!(counted.is_empty(), "objects in freed groups: {counted:?}");
         for fd in p.fds.values() {
@@ -219,7 +247,12 @@ fn pipe_counts_both_ends_in_one_group() {
     run(&mut agg, &[close(2 * SEC, P, 3)]);
     assert_eq!(agg.findings(3 * SEC, 0)[0].outstanding, 1);
     run(&mut agg, &[close(3 * SEC, P, 4)]);
-    assert!(agg.findings(4 * SEC, 0).is_empty());
+    // Drained: only reported as released.
+    let f = agg.findings(4 * SEC, 0);
+    assert_eq!(
+        (f.len(), f[0].outstanding, trend(&f[0])),
+        (1, 0, Trend::Released)
+    );
 }
 
 #[test]
@@ -252,8 +285,12 @@ fn dup2_onto_an_open_fd_closes_it_silently() {
         ],
     );
     let findings = agg.findings(3 * SEC, 0);
-    assert_eq!(findings.len(), 2);
-    assert!(finding(&findings, P, Some(FdKind::Socket), Some(stack(P, 0, 2))).is_none());
+    assert_eq!(findings.len(), 3);
+    let gone = finding(&findings, P, Some(FdKind::Socket), Some(stack(P, 0, 2))).unwrap();
+    assert_eq!(
+        (gone.outstanding, trend(&gone), leak(&gone).destroyed),
+        (0, Trend::Released, 1)
+    );
     let onto = finding(&findings, P, Some(FdKind::File), Some(stack(P, 0, 3))).unwrap();
     assert_eq!(onto.outstanding, 1);
     assert_eq!(process(&agg, P).fds[&4].kind, FdKind::File);
@@ -314,7 +351,16 @@ fn close_range_to_u32_max_closes_every_fd_from_first() {
     let mut left: Vec<i32> = process(&agg, P).fds.keys().copied().collect();
     left.sort_unstable();
     assert_eq!(left, [0, 1, 2]);
-    assert!(agg.findings(3 * SEC, 0).is_empty());
+    let f = agg.findings(3 * SEC, 0);
+    assert_eq!(
+        (
+            f.len(),
+            f[0].outstanding,
+            trend(&f[0]),
+            leak(&f[0]).destroyed
+        ),
+        (1, 0, Trend::Released, 4)
+    );
 }
 
 #[test]
@@ -357,8 +403,16 @@ fn reopening_a_traced_fd_counts_the_missed_close() {
     );
     assert_eq!(agg.counters().resync_mismatches, 1);
     let findings = agg.findings(3 * SEC, 0);
-    assert_eq!(findings.len(), 1);
+    assert_eq!(findings.len(), 2);
     assert_eq!(findings[0].stack, Some(stack(P, 0, 2)));
+    assert_eq!(
+        (
+            findings[1].stack,
+            findings[1].outstanding,
+            trend(&findings[1])
+        ),
+        (Some(stack(P, 0, 1)), 0, Trend::Released)
+    );
 }
 
 #[test]
@@ -428,7 +482,16 @@ fn threads_created_and_exited_balance() {
     assert_eq!(f[0].stack, Some(stack(P, 0, 3)));
     assert_eq!((f[0].outstanding, f[0].created), (1, 2));
     run(&mut agg, &[exit(3 * SEC, P, 102, Some(false))]);
-    assert!(agg.findings(4 * SEC, 0).is_empty());
+    let f = agg.findings(4 * SEC, 0);
+    assert_eq!(
+        (
+            f.len(),
+            f[0].outstanding,
+            trend(&f[0]),
+            leak(&f[0]).destroyed
+        ),
+        (1, 0, Trend::Released, 2)
+    );
     assert!(agg.is_live(P));
     assert_eq!(agg.processes()[0].threads, 1);
 }
@@ -445,7 +508,11 @@ fn thread_created_over_a_traced_tid_counts_the_missed_exit() {
     );
     assert_eq!(agg.counters().resync_mismatches, 1);
     let f = agg.findings(3 * SEC, 0);
-    assert_eq!((f.len(), f[0].stack), (1, Some(stack(P, 0, 4))));
+    assert_eq!((f.len(), f[0].stack), (2, Some(stack(P, 0, 4))));
+    assert_eq!(
+        (f[1].stack, f[1].outstanding, trend(&f[1])),
+        (Some(stack(P, 0, 3)), 0, Trend::Released)
+    );
 }
 
 #[test]
@@ -502,8 +569,10 @@ fn fork_copies_fds_attributed_to_the_parents_stacks() {
     // A close in the child is the child's.
     run(&mut agg, &[close(6 * SEC, 200, 3)]);
     let findings = agg.findings(7 * SEC, 0);
-    assert!(finding(&findings, 200, Some(FdKind::File), Some(stack(P, 0, 1))).is_none());
-    assert!(finding(&findings, P, Some(FdKind::File), Some(stack(P, 0, 1))).is_some());
+    let closed = finding(&findings, 200, Some(FdKind::File), Some(stack(P, 0, 1))).unwrap();
+    assert_eq!((closed.outstanding, trend(&closed)), (0, Trend::Released));
+    let kept = finding(&findings, P, Some(FdKind::File), Some(stack(P, 0, 1))).unwrap();
+    assert_eq!((kept.outstanding, trend(&kept)), (1, Trend::Stable));
 }
 
 #[test]
@@ -647,7 +716,9 @@ fn exec_from_a_thread_never_seen_created_leaves_one_thread_of_unknown_origin() {
     let child = process(&agg, 200);
     assert_eq!(child.threads.keys().copied().collect::<Vec<_>>(), [200]);
     assert_eq!(child.threads[&200].group, None);
-    assert!(finding(&agg.findings(3 * SEC, 0), 200, None, Some(stack(P, 0, 4))).is_none());
+    // The fork's thread is gone (released by the exec), not carried by the survivor.
+    let forked = finding(&agg.findings(3 * SEC, 0), 200, None, Some(stack(P, 0, 4))).unwrap();
+    assert_eq!((forked.outstanding, trend(&forked)), (0, Trend::Released));
 }
 
 #[test]
@@ -1114,9 +1185,18 @@ fn resync_counts_real_disagreements() {
     assert_eq!(agg.resync(&s), 5);
     assert_eq!(agg.counters().resync_mismatches, 5);
     check(&agg);
-    assert!(
-        agg.findings(10 * SEC, 0).is_empty(),
-        "what /proc adds has no stack"
+    // What /proc adds has no stack: the only findings are the traced groups it drained.
+    let released: Vec<(Option<FdKind>, u64, Trend)> = agg
+        .findings(10 * SEC, 0)
+        .iter()
+        .map(|f| (f.kind, f.outstanding, trend(f)))
+        .collect();
+    assert_eq!(
+        released,
+        [
+            (None, 0, Trend::Released),
+            (Some(FdKind::File), 0, Trend::Released)
+        ]
     );
     let summary = &agg.processes()[0];
     assert_eq!((summary.threads, summary.preexisting_threads), (2, 2));
@@ -1543,4 +1623,404 @@ fn random_fd_traffic_matches_a_reference_model() {
         .map(|f| ((f.kind.unwrap(), f.stack.unwrap().id), f.outstanding))
         .collect();
     assert_eq!(found, expected);
+}
+
+// ---- verdicts ----
+
+#[test]
+fn steady_growth_over_ticks_is_a_leak() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    for second in 1..=5 {
+        // Three opened, one of them closed again: net two more every interval.
+        open_many(&mut agg, second * SEC - 500 * MS, &mut fd, 3, 1);
+        run(&mut agg, &[close(second * SEC - 400 * MS, P, fd - 1)]);
+        agg.tick(second * SEC);
+    }
+    let f = agg.findings(5 * SEC, SEC);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].outstanding, f[0].created), (10, 15));
+    assert!((f[0].rate_per_s - 2.0).abs() < 1e-9);
+    assert_eq!(trend(&f[0]), Trend::Leak);
+    assert_eq!(leak(&f[0]).destroyed, 5);
+}
+
+#[test]
+fn a_leak_needs_enough_samples_and_a_real_increase() {
+    let mut agg = seeded(Limits::default());
+    // Two samples rising: a line, not yet a trend.
+    run(&mut agg, &[open(500 * MS, P, 3, FdKind::File, Some(1))]);
+    run(&mut agg, &[open(600 * MS, P, 4, FdKind::File, Some(1))]);
+    agg.tick(SEC);
+    run(&mut agg, &[open(1500 * MS, P, 5, FdKind::File, Some(1))]);
+    run(&mut agg, &[close(1600 * MS, P, 4)]);
+    agg.tick(2 * SEC);
+    assert_eq!(trend(&agg.findings(2 * SEC, 0)[0]), Trend::Stable);
+    // Samples 2, 2, 3: rising, from three intervals, but one more is not growth.
+    run(&mut agg, &[open(2500 * MS, P, 6, FdKind::File, Some(1))]);
+    agg.tick(3 * SEC);
+    let f = agg.findings(3 * SEC, 0);
+    assert!(f[0].rate_per_s > 0.0);
+    assert_eq!(trend(&f[0]), Trend::Stable);
+    // 2, 2, 3, 4: two more than the window's first.
+    run(&mut agg, &[open(3500 * MS, P, 7, FdKind::File, Some(1))]);
+    agg.tick(4 * SEC);
+    assert_eq!(trend(&agg.findings(4 * SEC, 0)[0]), Trend::Leak);
+}
+
+#[test]
+fn growth_younger_than_min_age_is_no_finding_at_all() {
+    let mut agg = seeded(Limits::default());
+    for k in 0..4 {
+        let opened = 10 * SEC + k * 100 * MS + 50 * MS;
+        run(
+            &mut agg,
+            &[open(opened, P, 3 + k as i32, FdKind::File, Some(1))],
+        );
+        agg.tick(opened + 50 * MS);
+    }
+    let now = 10 * SEC + 400 * MS;
+    assert!(agg.findings(now, 5 * SEC).is_empty());
+    // The counts alone would make it one.
+    assert_eq!(trend(&agg.findings(now, 0)[0]), Trend::Leak);
+}
+
+#[test]
+fn a_big_pool_opened_at_once_then_held_is_stable() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, SEC, &mut fd, 50, 1);
+    for second in 2..=30 {
+        agg.tick(second * SEC);
+    }
+    let f = agg.findings(30 * SEC, 5 * SEC);
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].outstanding, f[0].rate_per_s), (50, 0.0));
+    assert_eq!(
+        leak(&f[0]),
+        &LeakDetail {
+            trend: Trend::Stable,
+            destroyed: 0,
+            age_p50_ns: 29 * SEC,
+            age_p90_ns: 29 * SEC,
+        }
+    );
+}
+
+#[test]
+fn a_pool_opened_across_one_tick_then_held_is_stable_not_a_leak() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, 1900 * MS, &mut fd, 25, 1);
+    agg.tick(2 * SEC);
+    open_many(&mut agg, 2100 * MS, &mut fd, 25, 1);
+    for second in 3..=6 {
+        agg.tick(second * SEC);
+    }
+    let f = agg.findings(6 * SEC, SEC);
+    assert_eq!(f[0].outstanding, 50);
+    // Samples 25, 50, 50, 50, 50: by the counts it grew, by more than enough, over enough.
+    assert!(f[0].rate_per_s > 0.0);
+    assert_eq!(trend(&f[0]), Trend::Stable);
+}
+
+#[test]
+fn a_pool_grown_once_on_demand_is_stable() {
+    // One connection, then the rest of the pool in one burst a tick later.
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, 500 * MS, &mut fd, 1, 1);
+    agg.tick(SEC);
+    agg.tick(2 * SEC);
+    open_many(&mut agg, 2500 * MS, &mut fd, 9, 1);
+    for second in 3..=5 {
+        agg.tick(second * SEC);
+    }
+    assert_eq!(trend(&agg.findings(5 * SEC, 0)[0]), Trend::Stable);
+}
+
+#[test]
+fn a_leak_that_stopped_turns_stable_once_the_window_passes() {
+    let limits = Limits {
+        rate_window_ns: 10 * SEC,
+        ..Limits::default()
+    };
+    let mut agg = seeded(limits);
+    let mut fd = 3;
+    for second in 1..=20 {
+        if second <= 5 {
+            open_many(&mut agg, second * SEC - 500 * MS, &mut fd, 2, 1);
+        }
+        agg.tick(second * SEC);
+        if second == 5 {
+            assert_eq!(trend(&agg.findings(5 * SEC, 0)[0]), Trend::Leak);
+        }
+    }
+    let f = agg.findings(20 * SEC, 0);
+    assert_eq!((f[0].outstanding, trend(&f[0])), (10, Trend::Stable));
+}
+
+#[test]
+fn a_burst_released_is_reported_released_for_one_window_then_gone() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, SEC, &mut fd, 10, 1);
+    for second in 2..=5 {
+        agg.tick(second * SEC);
+    }
+    assert_eq!(trend(&agg.findings(5 * SEC, 2 * SEC)[0]), Trend::Stable);
+    run(&mut agg, &[close_range(5500 * MS, P, 3, 12)]);
+    let f = agg.findings(6 * SEC, 2 * SEC);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].outstanding, f[0].created, f[0].oldest_age_ns),
+        (0, 10, 4500 * MS),
+        "as old as its oldest got"
+    );
+    assert_eq!((f[0].sample_path.as_deref(), f[0].exited), (None, false));
+    assert_eq!(
+        leak(&f[0]),
+        &LeakDetail {
+            trend: Trend::Released,
+            destroyed: 10,
+            age_p50_ns: 0,
+            age_p90_ns: 0,
+        }
+    );
+    // Never old enough to be a finding at a larger min age: nothing was released.
+    assert!(agg.findings(6 * SEC, 5 * SEC).is_empty());
+    for second in 6..=65 {
+        agg.tick(second * SEC);
+    }
+    assert_eq!(agg.findings(65500 * MS, 2 * SEC).len(), 1, "one window");
+    assert!(agg.findings(65500 * MS + 1, 2 * SEC).is_empty());
+    assert_eq!(process(&agg, P).groups.len(), 1);
+    agg.tick(66 * SEC);
+    assert_eq!(process(&agg, P).groups.len(), 0, "dropped: bounded");
+}
+
+#[test]
+fn short_lived_objects_are_never_released_findings() {
+    let mut agg = seeded(Limits::default());
+    run(
+        &mut agg,
+        &[
+            open(SEC, P, 3, FdKind::Socket, Some(1)),
+            close(SEC + 10 * MS, P, 3),
+        ],
+    );
+    assert!(agg.findings(2 * SEC, SEC).is_empty());
+}
+
+#[test]
+fn a_brief_reopen_after_a_release_keeps_the_release_reported() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, SEC, &mut fd, 10, 1);
+    run(&mut agg, &[close_range(11 * SEC, P, 3, 12)]);
+    run(
+        &mut agg,
+        &[
+            open(12 * SEC, P, 3, FdKind::File, Some(1)),
+            close(12 * SEC + 10 * MS, P, 3),
+        ],
+    );
+    let f = agg.findings(13 * SEC, 5 * SEC);
+    assert_eq!((f.len(), f[0].oldest_age_ns), (1, 10 * SEC));
+    assert_eq!((trend(&f[0]), leak(&f[0]).destroyed), (Trend::Released, 11));
+    // Once reopened it is live again, not released.
+    run(&mut agg, &[open(14 * SEC, P, 3, FdKind::File, Some(1))]);
+    let f = agg.findings(20 * SEC, 5 * SEC);
+    assert_eq!((f[0].outstanding, trend(&f[0])), (1, Trend::Stable));
+    assert_eq!(agg.findings(72 * SEC, 0)[0].outstanding, 1);
+}
+
+#[test]
+fn destroyed_counts_every_release_while_traced() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, SEC, &mut fd, 6, 1); // 3..=8
+    run(
+        &mut agg,
+        &[
+            open(SEC, P, 9, FdKind::File, Some(2)),
+            spawn_thread(SEC, P, 101, 3),
+            spawn_thread(SEC, P, 102, 3),
+            spawn_thread(SEC, P, 103, 3),
+            close(2 * SEC, P, 3),
+            // dup2 over fd 4 closes it.
+            dup(2 * SEC, P, 4, 9, 4),
+            close_range(2 * SEC, P, 5, 6),
+            exit(2 * SEC, P, 101, Some(false)),
+        ],
+    );
+    let f = agg.findings(3 * SEC, 0);
+    let fds = finding(&f, P, Some(FdKind::File), Some(stack(P, 0, 1))).unwrap();
+    assert_eq!((fds.outstanding, leak(&fds).destroyed), (2, 4));
+    let threads = finding(&f, P, None, Some(stack(P, 0, 3))).unwrap();
+    assert_eq!((threads.outstanding, leak(&threads).destroyed), (2, 1));
+    let copy = finding(&f, P, Some(FdKind::File), Some(stack(P, 0, 4))).unwrap();
+    assert_eq!(leak(&copy).destroyed, 0);
+
+    // An exec ends every thread but the one execing, and closes the close-on-exec fds (7).
+    run(&mut agg, &[exec(4 * SEC, P, 102)]);
+    assert_eq!(agg.resync(&snap(P, 5 * SEC, &[P], &[0, 1, 2, 4, 8, 9])), 0);
+    // A resync finds fd 8 gone.
+    assert_eq!(agg.resync(&snap(P, 6 * SEC, &[P], &[0, 1, 2, 4, 9])), 1);
+    check(&agg);
+    let f = agg.findings(6 * SEC, 0);
+    let fds = finding(&f, P, Some(FdKind::File), Some(stack(P, 0, 1))).unwrap();
+    assert_eq!((fds.outstanding, trend(&fds)), (0, Trend::Released));
+    assert_eq!((leak(&fds).destroyed, fds.oldest_age_ns), (6, 5 * SEC));
+    let threads = finding(&f, P, None, Some(stack(P, 0, 3))).unwrap();
+    assert_eq!((threads.outstanding, leak(&threads).destroyed), (1, 2));
+
+    // What goes with the process is held at exit, not destroyed.
+    agg.process_gone(P, 7 * SEC);
+    let f = agg.findings(8 * SEC, 0);
+    let threads = finding(&f, P, None, Some(stack(P, 0, 3))).unwrap();
+    assert!(threads.exited);
+    assert_eq!((threads.outstanding, leak(&threads).destroyed), (1, 2));
+    let copy = finding(&f, P, Some(FdKind::File), Some(stack(P, 0, 4))).unwrap();
+    assert_eq!((copy.outstanding, leak(&copy).destroyed), (1, 0));
+}
+
+#[test]
+fn the_last_threads_exit_is_the_processes_not_a_release() {
+    let mut agg = seeded(Limits::default());
+    run(
+        &mut agg,
+        &[
+            fork(SEC, P, 200, 4),
+            spawn_thread(SEC, 200, 201, 5),
+            open(SEC, 200, 3, FdKind::File, Some(6)),
+            exit(2 * SEC, 200, 201, None),
+        ],
+    );
+    assert!(agg.is_live(200));
+    // No group_dead: the last known thread of a seeded process ends it.
+    run(&mut agg, &[exit(3 * SEC, 200, 200, None)]);
+    assert!(!agg.is_live(200));
+    let f: Vec<Finding> = agg
+        .findings(4 * SEC, 0)
+        .into_iter()
+        .filter(|f| f.pid == 200)
+        .collect();
+    assert_eq!(f.len(), 2, "{f:?}");
+    let fd = finding(&f, 200, Some(FdKind::File), Some(stack(200, 0, 6))).unwrap();
+    assert_eq!(
+        (fd.outstanding, trend(&fd), leak(&fd).destroyed),
+        (1, Trend::Stable, 0)
+    );
+    let exited = finding(&f, 200, None, Some(stack(200, 0, 5))).unwrap();
+    assert_eq!(
+        (trend(&exited), leak(&exited).destroyed),
+        (Trend::Released, 1)
+    );
+    // The thread the process ended with neither leaks nor was released.
+    assert!(finding(&f, 200, None, Some(stack(P, 0, 4))).is_none());
+}
+
+#[test]
+fn age_percentiles_are_nearest_rank_over_the_outstanding_objects() {
+    let mut agg = seeded(Limits::default());
+    let opens: Vec<Event> = (1..=10)
+        .map(|k| open(k * SEC, P, 2 + k as i32, FdKind::File, Some(1)))
+        .collect();
+    run(&mut agg, &opens);
+    let f = agg.findings(11 * SEC, 0);
+    // Ages 1 s ..= 10 s: the 5th and the 9th youngest.
+    assert_eq!(f[0].oldest_age_ns, 10 * SEC);
+    assert_eq!(
+        (leak(&f[0]).age_p50_ns, leak(&f[0]).age_p90_ns),
+        (5 * SEC, 9 * SEC)
+    );
+    // Closed ones no longer count.
+    run(&mut agg, &[close_range(11 * SEC, P, 3, 7)]);
+    let f = agg.findings(11 * SEC, 0);
+    assert_eq!(
+        (leak(&f[0]).age_p50_ns, leak(&f[0]).age_p90_ns),
+        (3 * SEC, 5 * SEC)
+    );
+
+    // Creation times oldest first, at now = 100.
+    assert_eq!(age_percentile(&[40], 50, 100), 60);
+    assert_eq!(age_percentile(&[40], 90, 100), 60);
+    // Ages 10, 20, 30, 40: ranks ceil(2) and ceil(3.6).
+    let four = [60, 70, 80, 90];
+    assert_eq!(age_percentile(&four, 50, 100), 20);
+    assert_eq!(age_percentile(&four, 90, 100), 40);
+    // Ages 5, 5, 5, 50, 50: ranks 3 and 5.
+    let ties = [50, 50, 95, 95, 95];
+    assert_eq!(age_percentile(&ties, 50, 100), 5);
+    assert_eq!(age_percentile(&ties, 90, 100), 50);
+    assert_eq!(age_percentile(&[], 50, 100), 0);
+}
+
+#[test]
+fn findings_rank_leaks_then_stable_then_released() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, 500 * MS, &mut fd, 20, 2);
+    open_many(&mut agg, 500 * MS, &mut fd, 30, 3);
+    for second in 1..=3 {
+        open_many(&mut agg, second * SEC - 100 * MS, &mut fd, 1, 1);
+        agg.tick(second * SEC);
+    }
+    run(&mut agg, &[close_range(3500 * MS, P, 23, 52)]);
+    let order: Vec<(Option<u32>, u64, Trend)> = agg
+        .findings(4 * SEC, 0)
+        .iter()
+        .map(|f| (f.stack.map(|s| s.id), f.outstanding, trend(f)))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (Some(1), 3, Trend::Leak),
+            (Some(2), 20, Trend::Stable),
+            (Some(3), 0, Trend::Released),
+        ]
+    );
+}
+
+#[test]
+fn an_exited_process_keeps_its_verdicts_as_they_were_at_exit() {
+    let mut agg = seeded(Limits::default());
+    let mut fd = 3;
+    open_many(&mut agg, 500 * MS, &mut fd, 20, 2);
+    open_many(&mut agg, 500 * MS, &mut fd, 5, 3);
+    for second in 1..=5 {
+        open_many(&mut agg, second * SEC - 500 * MS, &mut fd, 2, 1);
+        agg.tick(second * SEC);
+    }
+    run(
+        &mut agg,
+        &[
+            close_range(5 * SEC, P, 23, 27),
+            exit(5500 * MS, P, P, Some(true)),
+        ],
+    );
+    let f = agg.findings(20 * SEC, SEC);
+    let order: Vec<(Option<u32>, u64, Trend, bool)> = f
+        .iter()
+        .map(|f| (f.stack.map(|s| s.id), f.outstanding, trend(f), f.exited))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (Some(1), 10, Trend::Leak, true),
+            (Some(2), 20, Trend::Stable, true),
+            (Some(3), 0, Trend::Released, true),
+        ]
+    );
+    // Ages at exit: 1, 1, 2, 2, 3, 3, 4, 4, 5, 5 s.
+    assert_eq!(
+        (leak(&f[0]).age_p50_ns, leak(&f[0]).age_p90_ns),
+        (3 * SEC, 5 * SEC)
+    );
+    assert_eq!(leak(&f[0]).destroyed, 0, "held at exit, not released");
+    // Long after, the leak and the pool are still what it held; the release has aged out.
+    let f = agg.findings(1000 * SEC, SEC);
+    let trends: Vec<Trend> = f.iter().map(trend).collect();
+    assert_eq!(trends, [Trend::Leak, Trend::Stable]);
 }

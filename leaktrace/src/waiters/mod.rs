@@ -319,6 +319,7 @@ impl Waiters {
                     rate_per_s: group.rate_per_s(),
                     sample_path: None,
                     exited: false,
+                    leak: None,
                     waiter: Some(WaiterDetail {
                         kind: latest.kind,
                         futex_address: latest.futex_address,

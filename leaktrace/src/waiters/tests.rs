@@ -119,6 +119,7 @@ fn condvar_leak_adding_five_waiters_a_scan_is_growing() {
         rate_per_s: 5.0,
         sample_path: None,
         exited: false,
+        leak: None,
         waiter: Some(WaiterDetail {
             kind: WaitKind::Futex,
             futex_address: A,
