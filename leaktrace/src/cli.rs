@@ -4,6 +4,20 @@ use std::{ffi::OsString, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
+/// What makes `--fail-on` fail the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// A thread or fd leak verdict, or growing blocked waiters.
+    Leak,
+    /// A deadlock between threads.
+    Deadlock,
+}
+
+/// Exit status when `--fail-on` found what it was told to fail on.
+pub const EXIT_FOUND: i32 = 10;
+/// Exit status when `--fail-on` found nothing but the traced command itself failed.
+pub const EXIT_COMMAND_FAILED: i32 = 11;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Human-readable report.
@@ -19,7 +33,8 @@ pub enum Format {
     version,
     after_help = "Examples:\n  sudo leaktrace --pid 4242\n  sudo leaktrace --format json -- ./server --port 8080\n\n\
 Exit codes: 0 success, 1 unexpected error, 2 bad usage or unknown pid, 3 missing privileges\n\
-(CAP_BPF and CAP_PERFMON, or root), 4 the kernel lacks what leaktrace needs (tracefs, eBPF)."
+(CAP_BPF and CAP_PERFMON, or root), 4 the kernel lacks what leaktrace needs (tracefs, eBPF),\n\
+10 --fail-on found a leak or deadlock, 11 --fail-on found nothing but the command failed."
 )]
 pub struct Cli {
     /// Trace this process and the processes it forks from now on (repeatable).
@@ -50,6 +65,19 @@ pub struct Cli {
 
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+
+    /// Exit with status 10 when the final report has a leak verdict (or a deadlock): the CI
+    /// gate. Without it, a failing traced command makes leaktrace exit 11. Comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "WHAT")]
+    pub fail_on: Vec<FailOn>,
+
+    /// At the end, write the outstanding resources as folded stacks (flamegraph.pl, inferno).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<std::path::PathBuf>,
+
+    /// At the end, write a flame graph (SVG) of the outstanding resources per kind.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<std::path::PathBuf>,
 
     /// Write reports to this file instead of standard output (which a traced command shares).
     #[arg(short, long, value_name = "FILE")]
@@ -110,5 +138,7 @@ mod tests {
         let cli = Cli::parse_from(["leaktrace", "--", "sleep", "--pid", "3"]);
         assert!(cli.pids.is_empty());
         assert_eq!(cli.command, vec!["sleep", "--pid", "3"]);
+        let cli = Cli::parse_from(["leaktrace", "--fail-on", "leak,deadlock", "--", "true"]);
+        assert_eq!(cli.fail_on, vec![FailOn::Leak, FailOn::Deadlock]);
     }
 }

@@ -7,7 +7,10 @@ use serde::Serialize;
 
 use crate::{
     loader::{ProbeCounters, Skipped},
-    model::{Finding, Frame, OwnerSource, ProcessSummary, Resource, Verdict, WaiterDetail},
+    model::{
+        FdKind, Finding, Frame, LeakDetail, OwnerSource, ProcessSummary, Resource, Trend, Verdict,
+        WaiterDetail,
+    },
 };
 
 /// How complete the picture is: every loss, failure and disagreement, counted.
@@ -57,7 +60,44 @@ pub struct Report {
     pub min_age_s: f64,
     pub findings: Vec<Located>,
     pub processes: Vec<ProcessSummary>,
+    /// Change of each process's counts since the previous report.
+    pub growth: BTreeMap<u32, Growth>,
+    /// Findings per verdict, over all findings (not only the `--top` shown).
+    pub verdicts: BTreeMap<&'static str, u64>,
     pub health: Health,
+}
+
+/// How a process's counts moved since the previous report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Growth {
+    pub threads: i64,
+    pub fds: BTreeMap<&'static str, i64>,
+    pub blocked_waiters: i64,
+}
+
+impl Growth {
+    /// From `before` to `now`; a process seen for the first time grew from nothing.
+    pub fn between(before: Option<&ProcessSummary>, now: &ProcessSummary) -> Self {
+        let delta = |a: u64, b: u64| b as i64 - a as i64;
+        let old_fd = |k: &FdKind| before.and_then(|b| b.fds.get(k)).copied().unwrap_or(0);
+        let kinds = now
+            .fds
+            .keys()
+            .chain(before.iter().flat_map(|b| b.fds.keys()));
+        Self {
+            threads: delta(before.map_or(0, |b| b.threads), now.threads),
+            fds: kinds
+                .map(|k| {
+                    (
+                        k.as_str(),
+                        delta(old_fd(k), now.fds.get(k).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|&(_, d)| d != 0)
+                .collect(),
+            blocked_waiters: delta(before.map_or(0, |b| b.blocked_waiters), now.blocked_waiters),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -70,6 +110,7 @@ enum Line<'a> {
         elapsed_s: f64,
         events_per_s: f64,
         min_age_s: f64,
+        verdicts: &'a BTreeMap<&'static str, u64>,
     },
     Health {
         seq: u64,
@@ -86,6 +127,7 @@ enum Line<'a> {
         exited: bool,
         incomplete: bool,
         blocked_waiters: u64,
+        growth: Option<&'a Growth>,
     },
     Finding {
         seq: u64,
@@ -103,7 +145,29 @@ enum Line<'a> {
         exited: bool,
         #[serde(flatten)]
         waiter: Option<WaiterJson<'a>>,
+        #[serde(flatten)]
+        leak: Option<LeakJson>,
     },
+}
+
+/// The fields the verdict engine adds to a thread or fd finding.
+#[derive(Serialize)]
+struct LeakJson {
+    verdict: Trend,
+    destroyed: u64,
+    age_p50_s: f64,
+    age_p90_s: f64,
+}
+
+impl From<&LeakDetail> for LeakJson {
+    fn from(l: &LeakDetail) -> Self {
+        Self {
+            verdict: l.trend,
+            destroyed: l.destroyed,
+            age_p50_s: l.age_p50_ns as f64 / 1e9,
+            age_p90_s: l.age_p90_ns as f64 / 1e9,
+        }
+    }
 }
 
 /// The fields a waiter finding adds.
@@ -176,6 +240,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         elapsed_s: r.elapsed_s,
         events_per_s: r.events_per_s,
         min_age_s: r.min_age_s,
+        verdicts: &r.verdicts,
     })?;
     line(&Line::Health {
         seq,
@@ -195,6 +260,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             exited: p.exited,
             incomplete: p.incomplete,
             blocked_waiters: p.blocked_waiters,
+            growth: r.growth.get(&p.pid),
         })?;
     }
     for Located {
@@ -218,6 +284,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             path: f.sample_path.as_deref(),
             exited: f.exited,
             waiter: f.waiter.as_ref().map(|w| waiter_json(w, cycle_frames)),
+            leak: f.leak.as_ref().map(LeakJson::from),
         })?;
     }
     out.flush()
@@ -264,8 +331,24 @@ fn describe(f: &Finding) -> String {
         (Resource::Waiter, Some(_)) => "waiters".to_owned(),
     };
     let state = if f.exited { " at exit" } else { "" };
+    let (verdict, ages) = match &f.leak {
+        Some(l) => (
+            match l.trend {
+                Trend::Leak => "LEAK, ",
+                Trend::Stable => "stable, ",
+                Trend::Released => "released, ",
+            },
+            format!(
+                ", ages p50 {:.1}s p90 {:.1}s, {} released",
+                l.age_p50_ns as f64 / 1e9,
+                l.age_p90_ns as f64 / 1e9,
+                l.destroyed
+            ),
+        ),
+        None => ("", String::new()),
+    };
     format!(
-        "pid {} ({}): {} {what} outstanding{state}, {} created, oldest {:.1}s, {:+.1}/s",
+        "pid {} ({}): {verdict}{} {what} outstanding{state}, {} created, oldest {:.1}s{ages}, {:+.1}/s",
         f.pid,
         f.comm,
         f.outstanding,
@@ -287,8 +370,13 @@ fn frame_line(frame: &Frame) -> String {
     }
 }
 
-/// Writes a report for people.
-pub fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+/// Writes a report for people. `live`: stdout is a terminal, so each report replaces the last
+/// on screen, like top.
+pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Result<()> {
+    if live {
+        // Cursor home, clear screen.
+        out.write_all(b"\x1b[H\x1b[2J")?;
+    }
     let h = &r.health;
     let title = if r.is_final { "final report" } else { "report" };
     writeln!(
@@ -305,20 +393,32 @@ pub fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         h.probes_attached,
         h.probes_skipped.len()
     )?;
+    if !r.verdicts.is_empty() {
+        let summary: Vec<String> = r.verdicts.iter().map(|(v, n)| format!("{n} {v}")).collect();
+        writeln!(out, "  verdicts: {}", summary.join(", "))?;
+    }
     for p in &r.processes {
         let fds: Vec<_> = p
             .fds
             .iter()
             .map(|(k, n)| format!("{} {n}", k.as_str()))
             .collect();
+        let growth = r.growth.get(&p.pid).map_or(String::new(), |g| {
+            let fds: i64 = g.fds.values().sum();
+            format!(
+                " (since last: threads {:+}, fds {fds:+}, waiters {:+})",
+                g.threads, g.blocked_waiters
+            )
+        });
         writeln!(
             out,
-            "  pid {:<7} {:<16} threads {:<5} fds {:<5} [{}]{}",
+            "  pid {:<7} {:<16} threads {:<5} fds {:<5} [{}] waiters {}{}{growth}",
             p.pid,
             p.comm,
             p.threads,
             p.fds.values().sum::<u64>(),
             fds.join(", "),
+            p.blocked_waiters,
             if p.exited { " (exited)" } else { "" }
         )?;
     }
@@ -422,6 +522,12 @@ mod tests {
                     sample_path: None,
                     exited: false,
                     waiter: None,
+                    leak: Some(LeakDetail {
+                        trend: Trend::Leak,
+                        destroyed: 1,
+                        age_p50_ns: 2_000_000_000,
+                        age_p90_ns: 3_000_000_000,
+                    }),
                 },
                 frames: vec![Frame {
                     addr: 0x1234,
@@ -445,6 +551,8 @@ mod tests {
                 incomplete: false,
                 blocked_waiters: 0,
             }],
+            growth: BTreeMap::new(),
+            verdicts: [("leak", 1)].into_iter().collect(),
             health: Health {
                 events: 99,
                 probes_attached: 5,
@@ -479,15 +587,20 @@ mod tests {
         assert_eq!(f["frames"][0]["symbol"], "server::leak_socket");
         assert_eq!(f["frames"][0]["line"], 10);
         assert_eq!(f["frames"][0]["addr"], 0x1234);
+        assert_eq!(f["verdict"], "leak");
+        assert_eq!(f["destroyed"], 1);
+        assert_eq!(f["age_p90_s"], 3.0);
+        assert_eq!(lines[0]["verdicts"]["leak"], 1);
     }
 
     #[test]
     fn table_names_the_leak_and_its_frames() {
         let mut out = Vec::new();
-        write_table(&mut out, &report()).unwrap();
+        write_table(&mut out, &report(), false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("final report #3"), "{text}");
-        assert!(text.contains("40 socket fds outstanding"), "{text}");
+        assert!(text.contains("LEAK, 40 socket fds outstanding"), "{text}");
+        assert!(text.contains("verdicts: 1 leak"), "{text}");
         assert!(
             text.contains("at server::leak_socket (src/main.rs:10)"),
             "{text}"

@@ -2,8 +2,9 @@
 //! with /proc seeding and re-sync, report intervals and the ways a run ends.
 
 use std::{
+    collections::HashMap,
     fs::File,
-    io::{self, Write},
+    io::{self, IsTerminal as _, Write},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -13,18 +14,20 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     aggregator::{Aggregator, Limits},
-    cli::{Cli, Format},
+    cli::{Cli, Format, EXIT_COMMAND_FAILED, EXIT_FOUND},
     decoder::{self, DecodeError},
     event::Event,
     failure::Failure,
+    folded,
     loader::{LoadOptions, Probes},
-    model::{Finding, Snapshot, Verdict},
+    model::{Finding, ProcessSummary, Snapshot, StackRef},
     preflight, procfs,
     reader::Reader,
-    report::{self, Health, Located, Report},
+    report::{self, Growth, Health, Located, Report},
     symbolizer::Symbolizer,
     target,
     tracefs::Tracefs,
+    verdicts,
     waiters::{WaiterLimits, Waiters},
     waitscan::WaitScanner,
 };
@@ -112,22 +115,37 @@ impl Session {
         self.settle();
     }
 
-    /// Thread/fd findings and waiter findings together: deadlocks first, then by count.
+    /// Thread/fd findings and waiter findings together, most severe first, then by count.
     fn findings(&self, now: u64, min_age_ns: u64) -> Vec<Finding> {
         let comm = |pid: u32| self.aggregator.comm(pid).unwrap_or_default().to_owned();
         let mut all = self.waiters.findings(now, &comm);
         all.extend(self.aggregator.findings(now, min_age_ns));
-        let deadlock = |f: &Finding| {
-            f.waiter
-                .as_ref()
-                .is_some_and(|w| w.verdict == Verdict::Deadlock)
-        };
         all.sort_by(|a, b| {
-            deadlock(b)
-                .cmp(&deadlock(a))
+            verdicts::severity(a)
+                .cmp(&verdicts::severity(b))
                 .then(b.outstanding.cmp(&a.outstanding))
         });
         all
+    }
+
+    /// A finding with its stack (and its deadlock cycle's stacks) symbolized.
+    fn locate(&mut self, finding: Finding) -> Located {
+        let mut frames_of = |stack: Option<StackRef>| {
+            stack
+                .map(|s| self.symbolizer.frames(s).to_vec())
+                .unwrap_or_default()
+        };
+        let cycle_frames = finding
+            .waiter
+            .iter()
+            .flat_map(|w| &w.cycle)
+            .map(|link| frames_of(link.stack))
+            .collect();
+        Located {
+            frames: frames_of(finding.stack),
+            cycle_frames,
+            finding,
+        }
     }
 
     fn health(&self) -> Health {
@@ -158,25 +176,39 @@ impl Session {
 struct Output {
     format: Format,
     out: Box<dyn Write>,
+    /// A terminal: tables refresh in place.
+    live: bool,
 }
 
 impl Output {
     fn open(format: Format, path: Option<&PathBuf>) -> anyhow::Result<Self> {
-        let out: Box<dyn Write> = match path {
-            Some(p) => Box::new(io::BufWriter::new(
-                File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-            )),
-            None => Box::new(io::stdout()),
+        let (out, live): (Box<dyn Write>, bool) = match path {
+            Some(p) => (
+                Box::new(io::BufWriter::new(
+                    File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+                )),
+                false,
+            ),
+            None => (Box::new(io::stdout()), io::stdout().is_terminal()),
         };
-        Ok(Self { format, out })
+        Ok(Self { format, out, live })
     }
 
     fn write(&mut self, r: &Report) -> io::Result<()> {
         match self.format {
-            Format::Table => report::write_table(&mut self.out, r),
+            Format::Table => report::write_table(&mut self.out, r, self.live),
             Format::Json => report::write_json(&mut self.out, r),
         }
     }
+}
+
+/// Writes `path` with `write`, saying which file failed.
+fn write_file(
+    path: &std::path::Path,
+    write: impl FnOnce(io::BufWriter<File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    write(io::BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Why tracing stopped.
@@ -192,46 +224,41 @@ struct Clock {
     last_report: Instant,
     last_events: u64,
     seq: u64,
+    /// Each process as the previous report showed it, for growth.
+    last_processes: HashMap<u32, ProcessSummary>,
 }
 
 impl Clock {
-    fn report(&mut self, session: &mut Session, cli: &Cli, is_final: bool) -> Report {
+    /// The report of this moment, and every finding (the report shows only `--top`).
+    fn report(
+        &mut self,
+        session: &mut Session,
+        cli: &Cli,
+        is_final: bool,
+    ) -> (Report, Vec<Finding>) {
         let now = procfs::monotonic_ns();
-        let min_age_ns = cli.min_age.as_nanos() as u64;
-        let findings = session
-            .findings(now, min_age_ns)
-            .into_iter()
+        let all = session.findings(now, cli.min_age.as_nanos() as u64);
+        let findings = all
+            .iter()
             .take(cli.top)
-            .map(|finding| {
-                let mut frames_of = |stack: Option<crate::model::StackRef>| {
-                    stack
-                        .map(|s| session.symbolizer.frames(s).to_vec())
-                        .unwrap_or_default()
-                };
-                let cycle_frames = finding
-                    .waiter
-                    .iter()
-                    .flat_map(|w| &w.cycle)
-                    .map(|link| frames_of(link.stack))
-                    .collect();
-                Located {
-                    frames: frames_of(finding.stack),
-                    cycle_frames,
-                    finding,
-                }
-            })
+            .map(|f| session.locate(f.clone()))
             .collect();
         let blocked = session.waiters.blocked_per_process();
         let mut processes = session.aggregator.processes();
         for p in &mut processes {
             p.blocked_waiters = blocked.get(&p.pid).copied().unwrap_or(0);
         }
+        let growth = processes
+            .iter()
+            .map(|p| (p.pid, Growth::between(self.last_processes.get(&p.pid), p)))
+            .collect();
+        self.last_processes = processes.iter().map(|p| (p.pid, p.clone())).collect();
         let since = self.last_report.elapsed().as_secs_f64().max(1e-9);
         let events_per_s = (session.events - self.last_events) as f64 / since;
         self.last_report = Instant::now();
         self.last_events = session.events;
         self.seq += 1;
-        Report {
+        let report = Report {
             seq: self.seq,
             is_final,
             elapsed_s: self.start.elapsed().as_secs_f64(),
@@ -239,8 +266,11 @@ impl Clock {
             min_age_s: cli.min_age.as_secs_f64(),
             findings,
             processes,
+            growth,
+            verdicts: verdicts::counts(&all),
             health: session.health(),
-        }
+        };
+        (report, all)
     }
 }
 
@@ -358,6 +388,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         last_report: Instant::now(),
         last_events: 0,
         seq: 0,
+        last_processes: HashMap::new(),
     };
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
@@ -377,7 +408,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 resync(&mut reader, &mut session, &mut batch);
                 session.scan_waits(min_wait_ns);
                 session.aggregator.tick(procfs::monotonic_ns());
-                let r = clock.report(&mut session, &cli, false);
+                let (r, _) = clock.report(&mut session, &cli, false);
                 output.write(&r)?;
             }
             _ = sigint.recv() => break Ending::Signal,
@@ -398,15 +429,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         session.scan_waits(min_wait_ns);
     }
     session.aggregator.tick(procfs::monotonic_ns());
-    let r = clock.report(&mut session, &cli, true);
+    let (r, all) = clock.report(&mut session, &cli, true);
     output.write(&r)?;
-    match ending {
-        Ending::CommandExited(status) => eprintln!("leaktrace: command exited: {status}"),
-        Ending::TargetsExited => eprintln!("leaktrace: every traced process has exited"),
-        Ending::Duration | Ending::Signal => {}
-    }
+    let command_failed = match ending {
+        Ending::CommandExited(status) => {
+            eprintln!("leaktrace: command exited: {status}");
+            !status.success()
+        }
+        Ending::TargetsExited => {
+            eprintln!("leaktrace: every traced process has exited");
+            false
+        }
+        Ending::Duration | Ending::Signal => false,
+    };
     if let Some(mut child) = spawned {
         child.stop(Duration::from_secs(2)).await;
     }
-    Ok(0)
+    if cli.folded.is_some() || cli.flamegraph.is_some() {
+        let located: Vec<Located> = all.iter().map(|f| session.locate(f.clone())).collect();
+        if let Some(path) = &cli.folded {
+            write_file(path, |mut out| {
+                Ok(folded::write_folded(&mut out, &located)?)
+            })?;
+        }
+        if let Some(path) = &cli.flamegraph {
+            write_file(path, |out| {
+                folded::write_flamegraph(
+                    out,
+                    &located,
+                    "leaktrace: outstanding threads, fds and waiters",
+                )
+            })?;
+        }
+    }
+    let tripped: Vec<&Finding> = all
+        .iter()
+        .filter(|f| verdicts::trips(f, &cli.fail_on))
+        .collect();
+    Ok(if !tripped.is_empty() {
+        for f in &tripped {
+            eprintln!(
+                "leaktrace: --fail-on: {} in pid {} ({}): {} outstanding",
+                verdicts::label(f).unwrap_or("finding"),
+                f.pid,
+                f.comm,
+                f.outstanding
+            );
+        }
+        EXIT_FOUND
+    } else if command_failed {
+        EXIT_COMMAND_FAILED
+    } else {
+        0
+    })
 }

@@ -844,3 +844,111 @@ fn a_deadlock_that_happened_before_tracing_is_found() {
     let out = tracer.stop();
     assert_deadlock(&out, repro.pid, &tids, "glibc_mutex_owner", &[]);
 }
+
+/// Runs `leaktrace --fail-on leak` over a reproducer scenario, with every output written to
+/// files in a fresh directory; returns the exit code and that directory.
+fn gate_run(scenario: &[&str], extra: &[&str]) -> (Option<i32>, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "leaktrace-gate-{}-{}",
+        std::process::id(),
+        scenario[0]
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let status = leaktrace()
+        .args(["--fail-on", "leak", "--format", "json", "--interval", "1s"])
+        .args(["--min-age", "1s", "-o"])
+        .arg(dir.join("report.jsonl"))
+        .arg("--folded")
+        .arg(dir.join("stacks.folded"))
+        .arg("--flamegraph")
+        .arg(dir.join("flame.svg"))
+        .args(extra)
+        .arg("--")
+        .arg(reproducer_path())
+        .args(scenario)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run leaktrace");
+    (status.code(), dir)
+}
+
+#[test]
+fn the_gate_fails_a_leak_and_writes_every_output() {
+    require_root();
+    let (code, dir) = gate_run(
+        &[
+            "fd-socket",
+            "--count",
+            "30",
+            "--interval-ms",
+            "150",
+            "--no-hold",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(10), "a leak must trip --fail-on leak");
+    let text = std::fs::read_to_string(dir.join("report.jsonl")).expect("report");
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    let out = Output::parse(&lines, Vec::new());
+    let socket = out
+        .findings
+        .iter()
+        .find(|f| f["kind"] == "socket")
+        .unwrap_or_else(|| panic!("no socket finding: {:?}", out.findings));
+    assert_eq!(socket["verdict"], "leak", "{socket}");
+    assert_eq!(socket["outstanding"], 30, "{socket}");
+    assert!(
+        socket["age_p90_s"].as_f64().expect("p90") >= socket["age_p50_s"].as_f64().expect("p50")
+    );
+    let report = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|v| v["type"] == "report")
+        .last()
+        .expect("report line");
+    assert!(report["verdicts"]["leak"].as_u64().expect("leak count") >= 1);
+
+    // Folded stacks: what flamegraph.pl and inferno read, weighted by outstanding.
+    let folded = std::fs::read_to_string(dir.join("stacks.folded")).expect("folded");
+    let socket_line = folded
+        .lines()
+        .find(|l| l.starts_with("fd:socket;"))
+        .unwrap_or_else(|| panic!("no fd:socket stack in {folded}"));
+    assert!(socket_line.contains("leak_socket_fd"), "{socket_line}");
+    assert!(socket_line.ends_with(" 30"), "{socket_line}");
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_lines(
+        &mut inferno::flamegraph::Options::default(),
+        folded.lines(),
+        &mut svg,
+    )
+    .expect("inferno reads the folded stacks");
+    assert!(String::from_utf8_lossy(&svg).contains("leak_socket_fd"));
+
+    let flame = std::fs::read_to_string(dir.join("flame.svg")).expect("svg");
+    assert!(
+        flame.starts_with("<?xml") || flame.contains("<svg"),
+        "not an SVG"
+    );
+    assert!(
+        flame.contains("leak_socket_fd"),
+        "the flame graph names the leaking function"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_gate_passes_clean_churn_and_reports_a_failing_command_apart() {
+    require_root();
+    let (code, dir) = gate_run(&["clean", "--count", "1000", "--no-hold"], &[]);
+    assert_eq!(code, Some(0), "clean churn must pass the gate");
+    let flame = std::fs::read_to_string(dir.join("flame.svg")).expect("svg");
+    assert!(flame.contains("no outstanding resources"), "{flame}");
+    std::fs::remove_dir_all(&dir).ok();
+    // The command's own failure (usage error: exit 2) is not a leak: 11.
+    let (code, dir) = gate_run(&["no-such-scenario"], &[]);
+    assert_eq!(code, Some(11));
+    std::fs::remove_dir_all(&dir).ok();
+}
