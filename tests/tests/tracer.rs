@@ -905,8 +905,7 @@ fn the_gate_fails_a_leak_and_writes_every_output() {
     let report = lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).expect("json"))
-        .filter(|v| v["type"] == "report")
-        .last()
+        .rfind(|v| v["type"] == "report")
         .expect("report line");
     assert!(report["verdicts"]["leak"].as_u64().expect("leak count") >= 1);
 

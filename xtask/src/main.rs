@@ -1,8 +1,17 @@
 //! Everything that is not plain cargo: toolchain bootstrap, build, the demo run, the test suite.
 
 use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, ExitStatus, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -27,8 +36,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, run the unit tests, then the integration tests against the real kernel (root).
+    /// Build, run the unit tests, the integration tests against the real kernel, then the gate
+    /// (root).
     Test,
+    /// Build, then check `leaktrace --fail-on leak -- <reproducer scenario>` exits 10 for every
+    /// leaking scenario and 0 for every clean one (root).
+    Gate {
+        /// Scenarios traced at the same time.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+        jobs: u16,
+    },
     /// cargo fmt --check and clippy -D warnings on every crate, the eBPF one for its target.
     Lint,
 }
@@ -212,6 +229,8 @@ fn test() -> Result<()> {
              Run `sudo -E cargo xtask test`."
         );
     }
+    // tests/tests/no_false_alarms.rs traces a real server under load.
+    ensure_apt_packages(TEST_PACKAGES)?;
     let bin = target_dir();
     run(cargo()
         .args([
@@ -222,7 +241,367 @@ fn test() -> Result<()> {
             "--tests",
         ])
         .env("LEAKTRACE_BIN", bin.join("leaktrace"))
-        .env("LEAKTRACE_REPRODUCER", bin.join("leaktrace-reproducer")))
+        .env("LEAKTRACE_REPRODUCER", bin.join("leaktrace-reproducer")))?;
+    // The CI use of the product: every reproducer scenario under --fail-on leak.
+    gate(2)
+}
+
+/// Debian packages the integration tests use, each with a command it installs: (package,
+/// command).
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    ("redis-tools", "redis-benchmark"),
+];
+
+/// Whether `name` is an executable file in a directory of PATH (what `command -v` finds).
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Installs with apt-get each (package, command) pair whose command is not on PATH; does nothing
+/// (not even `apt-get update`) when every command is there.
+fn ensure_apt_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, command)| !on_path(command))
+        .map(|&(package, _)| package)
+        .collect();
+    if missing.is_empty() {
+        let names: Vec<&str> = packages.iter().map(|&(package, _)| package).collect();
+        eprintln!("xtask: {} present", names.join(", "));
+        return Ok(());
+    }
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    for (package, command) in packages {
+        if !on_path(command) {
+            bail!("apt-get installed {package}, yet {command} is not on PATH");
+        }
+    }
+    Ok(())
+}
+
+/// What `cargo xtask gate` expects of a reproducer scenario under `leaktrace --fail-on leak`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A leak verdict (fd or thread leak, or growing waiters): exit 10.
+    Leak,
+    /// No leak verdict, and the command succeeds: exit 0.
+    Clean,
+    /// Not run, for the reason given (printed in the table).
+    Skip(&'static str),
+}
+
+impl Expect {
+    fn status(self) -> Option<i32> {
+        match self {
+            Self::Leak => Some(10),
+            Self::Clean => Some(0),
+            Self::Skip(_) => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Leak => "leak",
+            Self::Clean => "clean",
+            Self::Skip(_) => "skip",
+        }
+    }
+}
+
+/// One leak every 100 ms, 40 in all: 3.9 s of growth, so the tracer (reports every 1 s) sees a
+/// slope over several reports.
+const LEAK_SLOWLY: &[&str] = &["--count", "40", "--interval-ms", "100"];
+/// The same for the scenarios leaking 2 fds per call: 20 calls, 200 ms apart.
+const LEAK_PAIRS_SLOWLY: &[&str] = &["--count", "40", "--interval-ms", "200"];
+/// A new blocked thread every 200 ms, 25 in all, then held 1 s: the waiter scans (every 1 s,
+/// counting waits past `--min-wait 1s`) see the blocked set grow over at least 3 scans, which a
+/// `growing` verdict needs; the last scan before the command exits is what the final report keeps.
+const WAIT_SLOWLY: &[&str] = &["--count", "25", "--interval-ms", "200", "--hold-ms", "1000"];
+const NEVER_EXITS: Expect = Expect::Skip("deadlocked threads: the command never exits on its own");
+
+/// Every scenario of `leaktrace-reproducer list`, classified (an unclassified one fails the
+/// gate), with the arguments it runs with. Each run must end on its own: `--no-hold` is added
+/// unless the arguments hold for a bounded time (`--hold-ms`).
+const GATE_CASES: &[(&str, Expect, &[&str])] = &[
+    ("threads", Expect::Leak, LEAK_SLOWLY),
+    ("fd-file", Expect::Leak, LEAK_SLOWLY),
+    ("fd-socket", Expect::Leak, LEAK_SLOWLY),
+    ("fd-pipe", Expect::Leak, LEAK_PAIRS_SLOWLY),
+    ("fd-socketpair", Expect::Leak, LEAK_PAIRS_SLOWLY),
+    ("fd-accept", Expect::Leak, LEAK_SLOWLY),
+    ("fd-eventfd", Expect::Leak, LEAK_SLOWLY),
+    ("fd-timerfd", Expect::Leak, LEAK_SLOWLY),
+    ("fd-epoll", Expect::Leak, LEAK_SLOWLY),
+    ("fd-signalfd", Expect::Leak, LEAK_SLOWLY),
+    ("fd-inotify", Expect::Leak, LEAK_SLOWLY),
+    ("fd-fanotify", Expect::Leak, LEAK_SLOWLY),
+    ("fd-memfd", Expect::Leak, LEAK_SLOWLY),
+    ("fd-pidfd", Expect::Leak, LEAK_SLOWLY),
+    ("fd-dup", Expect::Leak, LEAK_SLOWLY),
+    ("waiter-condvar", Expect::Leak, WAIT_SLOWLY),
+    ("waiter-mpsc", Expect::Leak, WAIT_SLOWLY),
+    // ~3.5 s of balanced churn.
+    (
+        "clean",
+        Expect::Clean,
+        &["--count", "3000", "--interval-ms", "1"],
+    ),
+    ("stable-pool", Expect::Clean, &["--hold-ms", "4000"]),
+    // Holds its burst 3 s, then releases it all.
+    ("burst-release", Expect::Clean, &[]),
+    ("waiter-churn", Expect::Clean, &[]),
+    // Idle (stuck) workers held 3 s, past --min-wait.
+    ("waiter-pool", Expect::Clean, &["--hold-ms", "3000"]),
+    ("futex-pingpong", Expect::Clean, &["--count", "50000"]),
+    ("waiter-deadlock", NEVER_EXITS, &[]),
+    ("waiter-deadlock-pi", NEVER_EXITS, &[]),
+];
+
+/// A gate run that has not ended by then is stopped and fails.
+const GATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How one gate run ended.
+struct GateRun {
+    /// The exit status, None if it timed out.
+    status: Option<ExitStatus>,
+    secs: f64,
+    report: PathBuf,
+    log: PathBuf,
+}
+
+impl GateRun {
+    /// The exit code, the signal, or `timeout`.
+    fn exit(&self) -> String {
+        match self.status {
+            None => "timeout".to_owned(),
+            Some(status) => match status.code() {
+                Some(code) => code.to_string(),
+                None => status.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs `leaktrace --fail-on leak -- leaktrace-reproducer <scenario> <args>`; its report and its
+/// (and the command's) output go to files in `dir`.
+fn gate_run(bin: &Path, dir: &Path, scenario: &str, args: &[&str]) -> Result<GateRun> {
+    let report = dir.join(format!("{scenario}.jsonl"));
+    let log = dir.join(format!("{scenario}.log"));
+    let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut cmd = Command::new(bin.join("leaktrace"));
+    cmd.args(["--fail-on", "leak", "--format", "json"])
+        .args(["--interval", "1s", "--min-age", "1s", "--min-wait", "1s"])
+        .arg("-o")
+        .arg(&report)
+        .arg("--")
+        .arg(bin.join("leaktrace-reproducer"))
+        .arg(scenario)
+        .args(args);
+    if !args.contains(&"--hold-ms") {
+        cmd.arg("--no-hold");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() > GATE_TIMEOUT {
+            // SIGINT: leaktrace stops the command and writes its final report.
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            let grace = Instant::now();
+            while child.try_wait()?.is_none() && grace.elapsed() < Duration::from_secs(15) {
+                thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            child.wait()?;
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    Ok(GateRun {
+        status,
+        secs: start.elapsed().as_secs_f64(),
+        report,
+        log,
+    })
+}
+
+/// The lines of `path`, or one line saying it cannot be read.
+fn read_lines(path: &Path) -> Vec<String> {
+    match File::open(path) {
+        Ok(file) => BufReader::new(file).lines().map_while(Result::ok).collect(),
+        Err(err) => vec![format!("(cannot read {}: {err})", path.display())],
+    }
+}
+
+/// What a failed gate run shows: the final report's `report` line and (some of) its findings,
+/// then the end of the run's log (the command's output and leaktrace's messages).
+fn gate_failure_details(run: &GateRun) -> Vec<String> {
+    let report = read_lines(&run.report);
+    let mut details = match report
+        .iter()
+        .rev()
+        .find(|l| l.contains(r#""type":"report""#) && l.contains(r#""final":true"#))
+    {
+        None => vec!["(no final report)".to_owned()],
+        Some(last) => {
+            // `"seq":N,` marks every line of that report.
+            let seq = last
+                .split_once(r#""seq":"#)
+                .and_then(|(_, rest)| rest.split(',').next())
+                .unwrap_or("?");
+            let tag = format!(r#""seq":{seq},"#);
+            let findings: Vec<&String> = report
+                .iter()
+                .filter(|l| l.contains(&tag) && l.contains(r#""type":"finding""#))
+                .collect();
+            let mut details = vec![last.clone(), format!("{} findings", findings.len())];
+            details.extend(findings.into_iter().take(5).cloned());
+            details
+        }
+    };
+    let log = read_lines(&run.log);
+    details.extend(log[log.len().saturating_sub(4)..].iter().cloned());
+    details
+        .into_iter()
+        .map(|l| l.chars().take(240).collect())
+        .collect()
+}
+
+fn gate(jobs: usize) -> Result<()> {
+    build()?;
+    if !is_root() {
+        bail!(
+            "GATE NOT RUN: leaktrace loads eBPF programs and needs root. \
+             Run `sudo -E cargo xtask gate`."
+        );
+    }
+    let bin = target_dir();
+    let listed = output(Command::new(bin.join("leaktrace-reproducer")).arg("list"))?;
+    let listed: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let unclassified: Vec<&str> = listed
+        .iter()
+        .copied()
+        .filter(|name| GATE_CASES.iter().all(|(case, ..)| case != name))
+        .collect();
+    if !unclassified.is_empty() {
+        bail!(
+            "scenarios the gate does not classify: {} (add them to GATE_CASES, xtask/src/main.rs)",
+            unclassified.join(", ")
+        );
+    }
+    let stale: Vec<&str> = GATE_CASES
+        .iter()
+        .map(|&(case, ..)| case)
+        .filter(|case| !listed.contains(case))
+        .collect();
+    if !stale.is_empty() {
+        bail!(
+            "GATE_CASES names scenarios the reproducer does not have: {}",
+            stale.join(", ")
+        );
+    }
+
+    let dir = std::env::temp_dir().join(format!("leaktrace-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let runs: Vec<usize> = (0..GATE_CASES.len())
+        .filter(|&i| GATE_CASES[i].1.status().is_some())
+        .collect();
+    eprintln!("xtask: gate: {} scenarios, {jobs} at a time", runs.len());
+    let start = Instant::now();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<GateRun>>>> =
+        Mutex::new((0..GATE_CASES.len()).map(|_| None).collect());
+    thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while let Some(&i) = runs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let (scenario, _, args) = GATE_CASES[i];
+                    let run = gate_run(&bin, &dir, scenario, args);
+                    if let Ok(run) = &run {
+                        eprintln!(
+                            "xtask: gate: {scenario}: exit {} after {:.1}s",
+                            run.exit(),
+                            run.secs
+                        );
+                    }
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(run);
+                }
+            });
+        }
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    println!(
+        "{:<20} {:<10} {:<12} {:>6}  result",
+        "scenario", "expected", "exit", "time"
+    );
+    for ((scenario, expect, _), result) in GATE_CASES.iter().zip(results) {
+        let expected = match expect.status() {
+            Some(code) => format!("{} ({code})", expect.name()),
+            None => expect.name().to_owned(),
+        };
+        let (exit, secs, verdict) = match (expect, result) {
+            (Expect::Skip(reason), _) => {
+                skipped += 1;
+                ("-".to_owned(), String::new(), format!("SKIP: {reason}"))
+            }
+            (_, None) => unreachable!("every scenario that is not skipped runs"),
+            (_, Some(Err(err))) => {
+                failed += 1;
+                ("error".to_owned(), String::new(), format!("FAIL: {err:#}"))
+            }
+            (_, Some(Ok(run))) => {
+                let exit = run.exit();
+                let ok = run.status.and_then(|s| s.code()) == expect.status();
+                let mut verdict = if ok { "PASS" } else { "FAIL" }.to_owned();
+                if ok {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                    // What leaktrace judged, and what it and the command said.
+                    for line in gate_failure_details(&run) {
+                        verdict.push_str("\n      ");
+                        verdict.push_str(&line);
+                    }
+                }
+                (exit, format!("{:.1}s", run.secs), verdict)
+            }
+        };
+        println!("{scenario:<20} {expected:<10} {exit:<12} {secs:>6}  {verdict}");
+    }
+    println!(
+        "gate: {passed} passed, {failed} failed, {skipped} skipped \
+         in {wall:.1}s wall time ({jobs} at a time)"
+    );
+    if failed > 0 {
+        bail!("the gate failed; reports and logs are in {}", dir.display());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
 }
 
 fn lint() -> Result<()> {
@@ -253,6 +632,7 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => demo(args),
         Task::Test => test(),
+        Task::Gate { jobs } => gate(usize::from(jobs)),
         Task::Lint => lint(),
     }
 }

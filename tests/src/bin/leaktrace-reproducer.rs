@@ -1,7 +1,8 @@
 //! leaktrace-reproducer: a deliberately leaky program for leaktrace's integration tests.
 //!
 //! ```text
-//! leaktrace-reproducer <scenario> [--count N] [--interval-ms MS] [--wait-stdin] [--hold|--no-hold]
+//! leaktrace-reproducer <scenario> [--count N] [--interval-ms MS] [--wait-stdin]
+//!                      [--hold|--no-hold|--hold-ms MS]
 //! leaktrace-reproducer list
 //! ```
 //!
@@ -12,6 +13,24 @@
 //! `clean` is the control: `--count` balanced iterations (default 2000, interval 0), each opening and
 //! closing a file, a socket, a pipe and an eventfd, and every 10th spawning and joining a thread, all
 //! from `churn_*` functions. Nothing outlives its iteration, so the tracer must report nothing.
+//!
+//! # Held, not leaked
+//!
+//! Two scenarios hold many objects without leaking any: the tracer must not call them leaks.
+//! `leaked` counts what they still hold. Each checks /proc/self/{fd,task} (exact counts against a
+//! baseline taken when it starts) after every step, and fails rather than say `leaked` early.
+//! - `stable-pool` → `open_connection_pool` and `start_worker_pool` → stable: at once, a
+//!   connection pool of `--count` (200) real TCP connections to the fixture's 127.0.0.1 listener,
+//!   the client end and the accepted end each held (2 × count sockets), and 16 worker threads (bare
+//!   `clone` tasks, as in `threads`) asleep in ppoll for good. Says `leaked <2 × count + 16>` once.
+//!   While holding, the main thread keeps busy with balanced churn (`churn_beside_pool`: the
+//!   `clean` iteration plus a TCP connection to the listener, accepted and closed, every 2 ms),
+//!   so the process is busy but its totals flat.
+//! - `burst-release` → `burst_then_release` → released: in one burst, `--count` (500) fds — a
+//!   pipe first, then files, sockets and pipes in turn — and 20 threads (bare `clone` tasks too),
+//!   each blocked reading that first pipe; says `leaked <count + 20>`, holds them `--interval-ms`
+//!   (3000), then closes the pipe's write end (the threads read EOF and exit), waits until /proc
+//!   shows every thread gone, closes every fd and says `leaked 0`. It holds nothing from then on.
 //!
 //! # Waiters
 //!
@@ -45,15 +64,17 @@
 //!   `pingpong handoffs=<n> ns_per_handoff=<f>` and `done leaked=0` and exits (no hold unless
 //!   `--hold`).
 //!
-//! `--count` does not apply to the deadlocks, nor `--interval-ms` to any but the growing ones.
+//! `--count` does not apply to the deadlocks, nor `--interval-ms` to any but the growing ones and
+//! `burst-release`.
 //!
 //! # Protocol
 //!
 //! stdout, one flushed line each: `ready pid=<pid>` (after any scenario fixture — the accept
-//! scenario's listener, the dup scenario's source fd — is set up, so `/proc/<pid>/fd` at that point
+//! and pool scenarios' listener, the dup scenario's source fd — is set up, so `/proc/<pid>/fd` at that point
 //! is the baseline); `leaked <total objects so far>` after each leak call (just once, if anything
-//! leaked, in the scenarios that run once: pool, deadlocks, churn, pingpong); a scenario's own
-//! line (`deadlock …`, `pingpong …`); `done leaked=<total>`.
+//! leaked, in the scenarios that run once: pools, deadlocks, churn, pingpong; `burst-release`
+//! says it twice: after its burst, and `leaked 0` once it released it all); a scenario's own line
+//! (`deadlock …`, `pingpong …`); `done leaked=<total>`.
 //!
 //! `--wait-stdin`: after `ready`, wait for one line (or EOF) on stdin before starting, so a test can
 //! attach the tracer first.
@@ -62,7 +83,9 @@
 //! everything leaked and create nothing more. The main thread reads stdin to EOF; if stdin is a
 //! pipe, socket or tty, EOF means the test hung up and the process exits 0. Any other stdin (e.g.
 //! `/dev/null`, which is at EOF at once) cannot signal that, so the process then sleeps until
-//! killed.
+//! killed. `--hold-ms MS` holds at most MS milliseconds, then exits 0 (sooner if stdin hangs up):
+//! a bounded hold for runs that must end on their own, such as `leaktrace -- CMD`. `stable-pool`
+//! alone keeps churning while it holds (see above).
 //!
 //! Exit codes: 0 success, 1 a syscall failed (error on stderr), 2 usage error, 3 the scenario is not
 //! supported here (`unsupported: <error>` on stderr: no CAP_SYS_ADMIN for fanotify, ENOSYS).
@@ -92,9 +115,10 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::hint::black_box;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
+use std::mem;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::ptr;
@@ -126,6 +150,9 @@ enum Action {
     Churn(fn(usize) -> io::Result<()>),
     /// Runs once, given `--count`, and returns how many objects it leaked.
     Once(fn(usize) -> io::Result<usize>),
+    /// Runs once, given the fixture and the options, and returns how many objects it still holds;
+    /// it may say `leaked` lines of its own on the way.
+    Staged(fn(&Fixture, &Options) -> io::Result<usize>),
 }
 
 struct Scenario {
@@ -136,6 +163,9 @@ struct Scenario {
     count: usize,
     interval_ms: u64,
     hold: bool,
+    /// What the main thread does while holding, every [`BUSY_PAUSE`], given the round number
+    /// (balanced work only: nothing may outlive a round).
+    busy: Option<fn(&Fixture, usize) -> io::Result<()>>,
 }
 
 const fn leak(
@@ -150,6 +180,7 @@ const fn leak(
         count: 20,
         interval_ms: 50,
         hold: true,
+        busy: None,
     }
 }
 
@@ -169,6 +200,7 @@ const fn once(name: &'static str, count: usize, run: fn(usize) -> io::Result<usi
         count,
         interval_ms: 0,
         hold: true,
+        busy: None,
     }
 }
 
@@ -201,6 +233,25 @@ const SCENARIOS: &[Scenario] = &[
         count: 2000,
         interval_ms: 0,
         hold: true,
+        busy: None,
+    },
+    Scenario {
+        name: "stable-pool",
+        setup: setup_listener,
+        action: Action::Staged(stable_pool),
+        count: 200,
+        interval_ms: 0,
+        hold: true,
+        busy: Some(churn_beside_pool),
+    },
+    Scenario {
+        name: "burst-release",
+        setup: no_fixture,
+        action: Action::Staged(burst_then_release),
+        count: 500,
+        interval_ms: 3000,
+        hold: true,
+        busy: None,
     },
     waiter("waiter-condvar", leak_condvar_waiter),
     waiter("waiter-mpsc", leak_mpsc_waiter),
@@ -298,6 +349,33 @@ extern "C" fn sleep_forever(_: *mut c_void) -> c_int {
 
 #[inline(never)]
 fn leak_blocked_thread(_: &Fixture) -> io::Result<()> {
+    black_box(clone_sleeper()?);
+    Ok(())
+}
+
+/// Starts a bare kernel task running [`sleep_forever`] on a leaked stack; returns its tid. Always
+/// inlined, as is [`clone_task`], so the `clone` call is made from the caller's own frame
+/// (`leak_blocked_thread`, `start_worker_pool`).
+#[inline(always)]
+fn clone_sleeper() -> io::Result<libc::pid_t> {
+    let stack = vec![0u8; THREAD_STACK].leak().as_mut_ptr_range().end;
+    // SAFETY: the stack is leaked, so it outlives the task.
+    unsafe { clone_task(sleep_forever, ptr::null_mut(), stack) }
+}
+
+/// Starts a bare kernel task (a thread glibc knows nothing about: no TLS of its own) running
+/// `body(arg)` with every signal blocked; returns its tid. The task exits when `body` returns.
+///
+/// # Safety
+///
+/// `stack_top` is the end of a stack used by nothing else, which must stay allocated until the
+/// task has exited; `body` must only make raw syscalls.
+#[inline(always)]
+unsafe fn clone_task(
+    body: extern "C" fn(*mut c_void) -> c_int,
+    arg: *mut c_void,
+    stack_top: *mut u8,
+) -> io::Result<libc::pid_t> {
     // The flags pthread_create uses, minus its TLS and tid bookkeeping.
     const FLAGS: c_int = libc::CLONE_VM
         | libc::CLONE_FS
@@ -305,25 +383,23 @@ fn leak_blocked_thread(_: &Fixture) -> io::Result<()> {
         | libc::CLONE_SIGHAND
         | libc::CLONE_THREAD
         | libc::CLONE_SYSVSEM;
-    let stack = vec![0u8; THREAD_STACK].leak().as_mut_ptr_range().end;
     // A new thread inherits the signal mask: block everything around clone so that no handler
-    // ever runs on the leaked thread and its sleep is never interrupted.
+    // ever runs on the new thread and its syscalls are never interrupted.
     let all = sigset(libc::sigfillset)?;
     let mut saved = MaybeUninit::uninit();
     // SAFETY: `all` is initialised; sigprocmask writes `saved`.
     sys("sigprocmask", || unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, &all, saved.as_mut_ptr())
     })?;
-    // SAFETY: the child runs only `sleep_forever` on its own leaked stack.
+    // SAFETY: the child runs only `body`, on its own stack (the caller's promise).
     let tid = sys("clone", || unsafe {
-        libc::clone(sleep_forever, stack.cast(), FLAGS, ptr::null_mut())
+        libc::clone(body, stack_top.cast(), FLAGS, arg)
     });
     // SAFETY: restores the mask sigprocmask saved above.
     sys("sigprocmask", || unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, saved.as_ptr(), ptr::null_mut())
     })?;
-    black_box(tid?);
-    Ok(())
+    tid
 }
 
 #[inline(never)]
@@ -539,13 +615,12 @@ fn report_errors(name: &str, body: impl FnOnce() -> io::Result<()>) {
     }
 }
 
-/// Whether thread `tid` of this process sleeps in a futex syscall: /proc's `syscall` file names
-/// the futex syscall (it says `running` for a running thread) and its `stat` state is `S`.
-fn sleeps_in_futex(tid: libc::pid_t) -> io::Result<bool> {
+/// Whether thread `tid` of this process sleeps in syscall `nr`: /proc's `syscall` file names
+/// that syscall (it says `running` for a running thread) and its `stat` state is `S`.
+fn sleeps_in(tid: libc::pid_t, nr: libc::c_long) -> io::Result<bool> {
     let gone = |err: io::Error| io::Error::new(err.kind(), format!("thread {tid} is gone: {err}"));
     let syscall = fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).map_err(gone)?;
-    let futex = libc::SYS_futex.to_string();
-    if syscall.split_whitespace().next() != Some(futex.as_str()) {
+    if syscall.split_whitespace().next() != Some(nr.to_string().as_str()) {
         return Ok(false);
     }
     let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).map_err(gone)?;
@@ -558,13 +633,18 @@ fn sleeps_in_futex(tid: libc::pid_t) -> io::Result<bool> {
 /// Waits until every thread in `tids` sleeps in a futex wait, so that once a scenario says
 /// `leaked`/`done`, /proc already shows its waiters.
 fn await_futex_sleep(tids: &[libc::pid_t]) -> io::Result<()> {
+    await_sleep_in(tids, libc::SYS_futex, "futex")
+}
+
+/// Waits until every thread in `tids` sleeps in syscall `nr` (named `name` in the error).
+fn await_sleep_in(tids: &[libc::pid_t], nr: libc::c_long, name: &str) -> io::Result<()> {
     let deadline = Instant::now() + BLOCK_TIMEOUT;
     for &tid in tids {
-        while !sleeps_in_futex(tid)? {
+        while !sleeps_in(tid, nr)? {
             if Instant::now() > deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("thread {tid} did not fall asleep in a futex wait"),
+                    format!("thread {tid} did not fall asleep in {name}"),
                 ));
             }
             thread::sleep(Duration::from_millis(1));
@@ -1063,6 +1143,254 @@ fn churn_thread() -> io::Result<()> {
     Ok(())
 }
 
+// ---- held, not leaked: a stable pool and a released burst ----
+
+/// `stable-pool`'s worker threads.
+const POOL_WORKERS: usize = 16;
+
+/// `burst-release`'s threads.
+const BURST_THREADS: usize = 20;
+
+/// How often a busy scenario's main thread works while holding.
+const BUSY_PAUSE: Duration = Duration::from_millis(2);
+
+/// How many entries a /proc directory has (`/proc/self/fd` lists the fd reading it too, the same
+/// every time).
+fn proc_entries(dir: &str) -> io::Result<usize> {
+    Ok(fs::read_dir(dir)?.count())
+}
+
+/// Waits until /proc directory `dir` has `want` entries: at once for fds (close is synchronous),
+/// shortly for threads (a task that exits leaves /proc/self/task once it is reaped).
+fn await_proc_entries(dir: &str, want: usize) -> io::Result<()> {
+    let deadline = Instant::now() + BLOCK_TIMEOUT;
+    loop {
+        let got = proc_entries(dir)?;
+        if got == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{dir} has {got} entries, expected {want}"
+            )));
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// What /proc shows this process holds: a baseline to check a scenario's steps against.
+struct ProcCounts {
+    fds: usize,
+    threads: usize,
+}
+
+impl ProcCounts {
+    fn now() -> io::Result<Self> {
+        Ok(Self {
+            fds: proc_entries("/proc/self/fd")?,
+            threads: proc_entries("/proc/self/task")?,
+        })
+    }
+
+    /// Waits until /proc shows exactly `fds` fds and `threads` threads more than this baseline.
+    fn await_more(&self, fds: usize, threads: usize) -> io::Result<()> {
+        await_proc_entries("/proc/self/fd", self.fds + fds)?;
+        await_proc_entries("/proc/self/task", self.threads + threads)
+    }
+}
+
+/// Raises the soft limit on open fds to at least `needed` (as far as the hard limit allows).
+fn raise_fd_limit(needed: usize) -> io::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes `limit`.
+    sys("getrlimit", || unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit)
+    })?;
+    let needed = needed as libc::rlim_t;
+    if limit.rlim_cur >= needed {
+        return Ok(());
+    }
+    limit.rlim_cur = needed.min(limit.rlim_max);
+    // SAFETY: `limit` is initialised.
+    sys("setrlimit", || unsafe {
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit)
+    })
+    .map(drop)
+}
+
+/// The listener's address as a `sockaddr_in`.
+fn ipv4_address(listener: &TcpListener) -> io::Result<libc::sockaddr_in> {
+    let SocketAddr::V4(addr) = listener.local_addr()? else {
+        return Err(io::Error::other("the listener is not IPv4"));
+    };
+    Ok(libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    })
+}
+
+fn new_socket() -> io::Result<RawFd> {
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    // SAFETY: plain syscall, no pointers.
+    sys("socket", || unsafe { libc::socket(libc::AF_INET, kind, 0) })
+}
+
+fn new_pipe() -> io::Result<[RawFd; 2]> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
+    sys("pipe2", || unsafe {
+        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
+    })?;
+    Ok(fds)
+}
+
+/// `stable-pool`'s connections: `count` TCP connections to `listener`, the client end and the
+/// accepted end of each kept open. Returns their fds.
+#[inline(never)]
+fn open_connection_pool(listener: &TcpListener, count: usize) -> io::Result<Vec<RawFd>> {
+    let addr = ipv4_address(listener)?;
+    let len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let listener = listener.as_raw_fd();
+    let mut held = Vec::with_capacity(2 * count);
+    for _ in 0..count {
+        let client = new_socket()?;
+        held.push(client);
+        // SAFETY: `addr` is a sockaddr_in of `len` bytes.
+        sys("connect", || unsafe {
+            libc::connect(client, ptr::from_ref(&addr).cast(), len)
+        })?;
+        // SAFETY: a null address and length are allowed when the peer address is not wanted.
+        held.push(sys("accept4", || unsafe {
+            libc::accept4(
+                listener,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        })?);
+    }
+    Ok(black_box(held))
+}
+
+/// `stable-pool`'s workers: `count` bare threads, each asleep in ppoll for good. Returns their
+/// tids.
+#[inline(never)]
+fn start_worker_pool(count: usize) -> io::Result<Vec<libc::pid_t>> {
+    let mut tids = Vec::with_capacity(count);
+    for _ in 0..count {
+        tids.push(clone_sleeper()?);
+    }
+    Ok(black_box(tids))
+}
+
+/// `stable-pool`: the connection pool and the workers, all at once, held for good (see
+/// [`churn_beside_pool`] for what the main thread does meanwhile).
+fn stable_pool(fixture: &Fixture, opts: &Options) -> io::Result<usize> {
+    let listener = fixture
+        .listener
+        .as_ref()
+        .expect("stable-pool sets up a listener");
+    raise_fd_limit(2 * opts.count + 64)?;
+    let before = ProcCounts::now()?;
+    let sockets = open_connection_pool(listener, opts.count)?;
+    let workers = start_worker_pool(POOL_WORKERS)?;
+    await_sleep_in(&workers, libc::SYS_ppoll, "ppoll")?;
+    before.await_more(sockets.len(), workers.len())?;
+    Ok(sockets.len() + workers.len())
+}
+
+/// `stable-pool`'s work while holding, one round: the `clean` iteration, and a connection to the
+/// pool's listener, accepted and closed. Balanced: nothing outlives the round.
+#[inline(never)]
+fn churn_beside_pool(fixture: &Fixture, round: usize) -> io::Result<()> {
+    churn_iteration(round)?;
+    let listener = fixture
+        .listener
+        .as_ref()
+        .expect("stable-pool sets up a listener");
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (accepted, _) = listener.accept()?;
+    drop((client, accepted));
+    Ok(())
+}
+
+/// A `burst-release` thread (a bare task, see [`clone_task`]): reads the fd `arg` (the read end
+/// of the burst's first pipe) until the write end is closed, then exits.
+extern "C" fn wait_for_release(arg: *mut c_void) -> c_int {
+    let fd = arg as usize as c_int;
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into `byte`. A raw syscall: this task has no TLS, so no
+        // errno, and with every signal blocked the read only ends for data or EOF.
+        let n = unsafe { libc::syscall(libc::SYS_read, fd, ptr::from_mut(&mut byte), 1usize) };
+        if n <= 0 {
+            return 0;
+        }
+    }
+}
+
+/// `burst-release`: `--count` fds (a pipe first, then files, sockets and pipes in turn) and
+/// [`BURST_THREADS`] threads (bare tasks, so their creation stacks walk, as in `threads`) blocked
+/// reading that pipe, in one burst; held for `--interval-ms`, then every thread released and
+/// joined (gone from /proc) and every fd closed.
+#[inline(never)]
+fn burst_then_release(_: &Fixture, opts: &Options) -> io::Result<usize> {
+    if opts.count < 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--count must be at least 2: the threads wait on the burst's first pipe",
+        ));
+    }
+    raise_fd_limit(opts.count + 64)?;
+    let before = ProcCounts::now()?;
+    let [release, release_write] = new_pipe()?;
+    let mut fds = vec![release, release_write];
+    for turn in 0.. {
+        let left = opts.count - fds.len();
+        if left == 0 {
+            break;
+        }
+        match turn % 3 {
+            0 => fds.push(open_dev_null()?),
+            1 => fds.push(new_socket()?),
+            _ if left >= 2 => fds.extend(new_pipe()?),
+            _ => fds.push(open_dev_null()?),
+        }
+    }
+    let mut stacks: Vec<Box<[u8]>> = Vec::with_capacity(BURST_THREADS);
+    let mut tids = Vec::with_capacity(BURST_THREADS);
+    for _ in 0..BURST_THREADS {
+        let mut stack = vec![0u8; THREAD_STACK].into_boxed_slice();
+        let top = stack.as_mut_ptr_range().end;
+        stacks.push(stack);
+        // SAFETY: the stack is kept (its heap block never moves) until /proc shows every task
+        // gone, below; `wait_for_release` makes raw syscalls only.
+        tids.push(unsafe { clone_task(wait_for_release, release as usize as *mut c_void, top) }?);
+    }
+    await_sleep_in(&tids, libc::SYS_read, "read")?;
+    before.await_more(fds.len(), tids.len())?;
+    say(format_args!("leaked {}", fds.len() + tids.len()));
+
+    thread::sleep(opts.interval);
+    // EOF for every thread's read: each returns, and its task exits.
+    close(release_write)?;
+    before.await_more(fds.len() - 1, 0)?;
+    drop(stacks);
+    for fd in fds.into_iter().filter(|&fd| fd != release_write) {
+        close(fd)?;
+    }
+    before.await_more(0, 0)?;
+    say(format_args!("leaked 0"));
+    Ok(0)
+}
+
 // ---- driver ----
 
 struct Options {
@@ -1071,6 +1399,8 @@ struct Options {
     interval: Duration,
     wait_stdin: bool,
     hold: bool,
+    /// `--hold-ms`: hold at most this long.
+    hold_for: Option<Duration>,
 }
 
 /// One line on stdout, flushed. Write errors are ignored: a test may stop reading once it has
@@ -1084,7 +1414,7 @@ fn usage() -> String {
     let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
     format!(
         "usage: leaktrace-reproducer <scenario> [--count N] [--interval-ms MS] [--wait-stdin] \
-         [--hold|--no-hold]\n       leaktrace-reproducer list\nscenarios: {}",
+         [--hold|--no-hold|--hold-ms MS]\n       leaktrace-reproducer list\nscenarios: {}",
         names.join(" ")
     )
 }
@@ -1096,6 +1426,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         .find(|s| s.name == name)
         .ok_or_else(|| format!("unknown scenario {name:?}"))?;
     let (mut count, mut interval_ms, mut wait_stdin, mut hold) = (None, None, false, None);
+    let mut hold_ms: Option<u64> = None;
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline_value) = match arg.split_once('=') {
@@ -1120,8 +1451,15 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--wait-stdin" => wait_stdin = true,
             "--hold" => hold = Some(true),
             "--no-hold" => hold = Some(false),
+            "--hold-ms" => hold_ms = Some(value()?.parse().map_err(|e| format!("--hold-ms: {e}"))?),
             _ => return Err(format!("unknown argument {flag:?}")),
         }
+    }
+    if hold_ms.is_some() {
+        if hold == Some(false) {
+            return Err("--hold-ms holds: it does not go with --no-hold".into());
+        }
+        hold = Some(true);
     }
     let count = count.unwrap_or(scenario.count);
     if let Action::Leak { per_call, .. } = scenario.action {
@@ -1137,6 +1475,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         interval: Duration::from_millis(interval_ms.unwrap_or(scenario.interval_ms)),
         wait_stdin,
         hold: hold.unwrap_or(scenario.hold),
+        hold_for: hold_ms.map(Duration::from_millis),
     })
 }
 
@@ -1153,7 +1492,7 @@ fn run_scenario(opts: &Options) -> io::Result<usize> {
     let calls = match opts.scenario.action {
         Action::Leak { per_call, .. } => opts.count / per_call,
         Action::Churn(_) => opts.count,
-        Action::Once(_) => 1,
+        Action::Once(_) | Action::Staged(_) => 1,
     };
     let mut leaked = 0;
     for call in 0..calls {
@@ -1170,6 +1509,12 @@ fn run_scenario(opts: &Options) -> io::Result<usize> {
                     say(format_args!("leaked {leaked}"));
                 }
             }
+            Action::Staged(run) => {
+                leaked = run(&fixture, opts)?;
+                if leaked > 0 {
+                    say(format_args!("leaked {leaked}"));
+                }
+            }
         }
         if call + 1 < calls && !opts.interval.is_zero() {
             thread::sleep(opts.interval);
@@ -1178,16 +1523,16 @@ fn run_scenario(opts: &Options) -> io::Result<usize> {
     say(format_args!("done leaked={leaked}"));
     // The fixture stays open while holding so the fd baseline does not move.
     if opts.hold {
-        hold();
+        hold(opts, &fixture)?;
     }
     drop(fixture);
     Ok(leaked)
 }
 
-/// Keeps the process (and all it leaked) alive without creating anything: until stdin's EOF if
-/// stdin can hang up (pipe, socket, tty), else until killed.
-fn hold() {
-    let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+/// Keeps the process (and all it leaked) alive without creating anything — but what a busy
+/// scenario's balanced rounds create and close again, one every [`BUSY_PAUSE`]: until stdin's EOF
+/// if stdin can hang up (pipe, socket, tty), else until killed; for at most `--hold-ms`.
+fn hold(opts: &Options, fixture: &Fixture) -> io::Result<()> {
     // SAFETY: fstat writes into a zeroed, properly sized stat buffer.
     let can_hang_up = unsafe {
         let mut st: libc::stat = std::mem::zeroed();
@@ -1195,11 +1540,57 @@ fn hold() {
             || (libc::fstat(0, &mut st) == 0
                 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK))
     };
-    if can_hang_up {
-        return;
+    let deadline = opts.hold_for.map(|d| Instant::now() + d);
+    let busy = opts.scenario.busy;
+    for round in 0.. {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|left| left.is_zero()) {
+            break;
+        }
+        // How long to wait (None: for ever) before the next round of work, if any.
+        let pause = match busy {
+            Some(_) => Some(left.map_or(BUSY_PAUSE, |left| left.min(BUSY_PAUSE))),
+            None => left,
+        };
+        if can_hang_up {
+            if stdin_hung_up(pause) {
+                break;
+            }
+        } else if let Some(pause) = pause {
+            thread::sleep(pause);
+        } else {
+            loop {
+                thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        if let Some(work) = busy {
+            work(fixture, round)?;
+        }
     }
-    loop {
-        thread::sleep(Duration::from_secs(3600));
+    Ok(())
+}
+
+/// Waits up to `timeout` (None: for ever) for stdin to be readable and reads what is there;
+/// returns whether it hung up (EOF or an error).
+fn stdin_hung_up(timeout: Option<Duration>) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.map_or(-1, |t| {
+        c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(c_int::MAX)
+    });
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, ms) };
+    if ready <= 0 {
+        // Timed out, or interrupted.
+        return false;
+    }
+    match io::stdin().lock().read(&mut [0; 4096]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(err) => err.kind() != io::ErrorKind::Interrupted,
     }
 }
 
