@@ -3,7 +3,7 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::TracePoint,
+    programs::{trace_point::TracePointLink, TracePoint},
     Ebpf, EbpfLoader,
 };
 use leaktrace_common::{names, Config, Counter, InFlightWait, Probe, SyscallSpec, Target};
@@ -43,7 +43,10 @@ pub struct ProbeCounters {
 /// The loaded and attached probes and the maps userspace talks to.
 pub struct Probes {
     /// Owns the programs and their links: dropping it detaches everything.
+    /// The programs: kept loaded for as long as the links run them.
     _ebpf: Ebpf,
+    /// One per attached tracepoint; see the Drop impl.
+    links: Vec<TracePointLink>,
     events: Option<RingBuf<MapData>>,
     stacks: StackTraceMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
@@ -169,14 +172,17 @@ impl Probes {
             })?;
 
         let mut attached = Vec::new();
+        let mut links = Vec::new();
         let mut attach = |ebpf: &mut Ebpf, program: &str, cat: &str, name: &str| {
             let full = format!("{cat}:{name}");
             if !tracefs.has_event(cat, name) {
                 return Err(format!("tracepoint {full} does not exist on this kernel"));
             }
             let prog = tracepoint(ebpf, program).map_err(|e| e.to_string())?;
-            prog.attach(cat, name)
+            let id = prog
+                .attach(cat, name)
                 .map_err(|e| format!("attach failed: {e}"))?;
+            links.push(prog.take_link(id).map_err(|e| e.to_string())?);
             attached.push(full);
             Ok(())
         };
@@ -277,6 +283,7 @@ impl Probes {
             targets: take_map(&mut ebpf, names::TARGETS)?,
             waits: take_map(&mut ebpf, names::WAITS)?,
             _ebpf: ebpf,
+            links,
             attached,
             skipped,
             slot_names,
@@ -335,5 +342,19 @@ impl Probes {
                 }
             })
             .collect()
+    }
+}
+
+impl Drop for Probes {
+    /// Detaching a tracepoint waits for an RCU grace period (~80 ms here), so dropping ~60 links
+    /// one after another kept leaktrace alive for 4-5 s after the end of tracing. Detached from
+    /// threads of their own the waits overlap.
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
     }
 }
