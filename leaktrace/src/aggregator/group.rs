@@ -267,6 +267,16 @@ impl Groups {
         }
     }
 
+    /// Takes back one [`Self::destroy`] of the group: the object was not released after all
+    /// (its thread went with its process). Only for a frozen process: the group's release is
+    /// left as it was, as it is no finding while the group holds objects.
+    pub fn undestroy(&mut self, slot: Slot) {
+        if let Some(group) = self.get_mut(slot) {
+            group.outstanding += 1;
+            group.destroyed = group.destroyed.saturating_sub(1);
+        }
+    }
+
     /// Moves an object whose fd kind turned out different to the group of its real kind, creation
     /// included: it never belonged to the guessed one.
     pub fn rekind(&mut self, slot: Slot, kind: FdKind, created_ns: u64) -> Slot {

@@ -56,6 +56,13 @@ pub struct Limits {
     /// started; a leak of one object per report interval adds that within three intervals, and a
     /// positive slope alone would call a single late open a leak.
     pub leak_min_increase: u64,
+    /// How long before a process's death (its group_dead exit, or its last thread's) a thread's
+    /// exit is taken as part of that death (default 50 ms). exit_group makes the kernel run every
+    /// thread's exit, each reported as an ordinary one, within microseconds to a few ms on a
+    /// loaded machine; threads exiting that close to their process's death are held at exit, not
+    /// released (a thread that legitimately exited that close is rare, and harmless to count as
+    /// held).
+    pub exit_group_ns: u64,
 }
 
 impl Default for Limits {
@@ -68,6 +75,7 @@ impl Default for Limits {
             max_samples: 120,
             leak_min_samples: 3,
             leak_min_increase: 2,
+            exit_group_ns: 50_000_000,
         }
     }
 }
@@ -402,7 +410,7 @@ impl Aggregator {
         };
         process.last_active = self.live.activity;
         let process_exit = group_dead.unwrap_or_else(|| process.last_thread_is(ev.tid));
-        process.thread_exit(ev.tid, ev.ts_ns, process_exit);
+        process.thread_exit(ev.tid, ev.ts_ns, process_exit, &self.limits);
         if process_exit {
             self.exit(ev.pid, ev.ts_ns);
         }

@@ -2,7 +2,7 @@
 //! in, and what it takes to keep that true across forks, execs and /proc snapshots.
 
 use std::{
-    collections::{hash_map::Entry, BTreeMap, HashMap, HashSet},
+    collections::{hash_map::Entry, BTreeMap, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -19,6 +19,8 @@ use crate::{
 const MAX_TOMBSTONES: usize = 65_536;
 /// `close_range` calls one generation remembers.
 const MAX_RANGE_TOMBSTONES: usize = 64;
+/// Recent thread exits a process remembers (see [`RecentExit`]).
+const MAX_RECENT_EXITS: usize = 4096;
 
 #[derive(Debug)]
 pub(super) struct Thread {
@@ -35,6 +37,17 @@ pub(super) struct Fd {
     /// As the creating syscall guessed it until a snapshot says otherwise.
     pub kind: FdKind,
     pub path: Option<SamplePath>,
+}
+
+/// A thread's ordinary exit, kept for the aggregator's exit_group window: if the process dies
+/// within it, the exit was part of that death and the thread is held at exit after all.
+#[derive(Debug)]
+struct RecentExit {
+    tid: u32,
+    created_ns: u64,
+    /// The group it was released from, with its key: the slot may have been reused since.
+    group: Option<(Slot, GroupKey)>,
+    exit_ns: u64,
 }
 
 /// How a snapshot is merged.
@@ -75,6 +88,11 @@ pub(super) struct Process {
     stacks: HashSet<StackId>,
     pub thread_exits: Tombstones,
     pub fd_closes: Tombstones,
+    /// Ordinary thread exits within the last exit_group window, oldest first.
+    recent_exits: VecDeque<RecentExit>,
+    /// The process died with its main thread's exit (see [`Self::thread_exit`]): whether that
+    /// thread was preexisting.
+    died_with: Option<bool>,
 }
 
 impl Process {
@@ -103,6 +121,8 @@ impl Process {
             stacks: HashSet::new(),
             thread_exits: Tombstones::default(),
             fd_closes: Tombstones::default(),
+            recent_exits: VecDeque::new(),
+            died_with: None,
         }
     }
 
@@ -170,15 +190,40 @@ impl Process {
         }
     }
 
-    /// Thread `tid` exited at `ts_ns`. The last thread's exit is the process's: what goes with
-    /// it is held at exit, not released.
-    pub fn thread_exit(&mut self, tid: u32, ts_ns: u64, process_exit: bool) {
-        if let Some(thread) = self.threads.remove(&tid) {
-            if process_exit {
-                self.groups.forget(thread.group);
-            } else {
-                self.groups.destroy(thread.group, thread.created_ns, ts_ns);
+    /// Thread `tid` exited at `ts_ns`. The last thread's exit is the process's: it and what goes
+    /// with it are held at exit, not released. Any other exit releases the thread, remembered for
+    /// `limits.exit_group_ns` in case it was part of the process's death after all (see
+    /// [`Self::freeze`]).
+    pub fn thread_exit(&mut self, tid: u32, ts_ns: u64, process_exit: bool, limits: &Limits) {
+        if process_exit {
+            // Held at exit. The main thread is the process itself, not an object it made: it
+            // counts in the summary but is no finding. Any other thread (exit_group's last
+            // thread to go is often a worker) stays counted in its group.
+            if tid == self.pid {
+                if let Some(thread) = self.threads.remove(&tid) {
+                    self.groups.forget(thread.group);
+                    self.died_with = Some(thread.group.is_none());
+                }
             }
+            return;
+        }
+        let window_start = ts_ns.saturating_sub(limits.exit_group_ns);
+        while self.recent_exits.front().is_some_and(|e| {
+            e.exit_ns < window_start || self.recent_exits.len() >= MAX_RECENT_EXITS
+        }) {
+            self.recent_exits.pop_front();
+        }
+        if let Some(thread) = self.threads.remove(&tid) {
+            self.groups.destroy(thread.group, thread.created_ns, ts_ns);
+            let group = thread
+                .group
+                .and_then(|slot| Some((slot, self.groups.key(slot)?)));
+            self.recent_exits.push_back(RecentExit {
+                tid,
+                created_ns: thread.created_ns,
+                group,
+                exit_ns: ts_ns,
+            });
         }
         self.thread_exits.record(tid, ts_ns);
     }
@@ -327,6 +372,8 @@ impl Process {
                 self.add_preexisting_thread(self.pid, ts_ns, out);
             }
         }
+        // Threads gone before the exec were not the new image's: not held if it dies soon after.
+        self.recent_exits.clear();
         self.exec_gen = self.exec_gen.saturating_add(1);
         self.stacks.clear();
         self.exec_ns = Some(ts_ns);
@@ -490,8 +537,35 @@ impl Process {
     }
 
     /// What the process held when it exited at `ts_ns`, with each group's verdict as the samples
-    /// up to the exit give it.
+    /// up to the exit give it. Threads whose exits came within `limits.exit_group_ns` before it
+    /// went with the process (exit_group ends every thread, each as an ordinary exit): they are
+    /// held at exit, not released.
     pub fn freeze(mut self, ts_ns: u64, limits: &Limits) -> Exited {
+        let window_start = ts_ns.saturating_sub(limits.exit_group_ns);
+        for gone in std::mem::take(&mut self.recent_exits) {
+            if gone.exit_ns < window_start || self.threads.contains_key(&gone.tid) {
+                continue;
+            }
+            let group = match gone.group {
+                Some((slot, key)) if self.groups.key(slot) == Some(key) => {
+                    self.groups.undestroy(slot);
+                    Some(slot)
+                }
+                // Its group is gone: its release stands.
+                Some(_) => continue,
+                None => None,
+            };
+            let thread = Thread {
+                created_ns: gone.created_ns,
+                group,
+            };
+            self.threads.insert(gone.tid, thread);
+        }
+        let mut summary = self.summary(true);
+        if let Some(preexisting) = self.died_with {
+            summary.threads += 1;
+            summary.preexisting_threads += u64::from(preexisting);
+        }
         // Fds from before an exec that /proc never confirmed may have been close-on-exec: without
         // that confirmation they are no evidence (a spawned child would "hold" its parent's fds).
         // Nor were they seen released: they are forgotten, not destroyed.
@@ -514,7 +588,7 @@ impl Process {
         });
         Exited {
             exit_ns: ts_ns,
-            summary: self.summary(true),
+            summary,
             findings,
         }
     }

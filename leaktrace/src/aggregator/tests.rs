@@ -764,6 +764,138 @@ fn group_dead_freezes_what_the_process_held_as_exited_findings() {
     assert_eq!(summary[0].preexisting_fds, 3);
 }
 
+/// `P` seeded with its main thread, five threads from stack 7 made one per second with a tick
+/// after each (a leak), and one more from stack 8 at 1 s.
+fn leaking_threads() -> Aggregator {
+    let mut agg = seeded(Limits::default());
+    run(&mut agg, &[spawn_thread(SEC, P, 200, 8)]);
+    for k in 1..=5u32 {
+        let ts = u64::from(k) * SEC;
+        run(&mut agg, &[spawn_thread(ts, P, 100 + k, 7)]);
+        agg.tick(ts + SEC / 2);
+    }
+    agg
+}
+
+/// exit_group: threads 101..=105 exit 1 ms apart, then `P` with `group_dead`, 10 s in; thread
+/// 200 exited 1 s before.
+fn exit_group(agg: &mut Aggregator, group_dead: Option<bool>) {
+    let mut events = vec![exit(9 * SEC, P, 200, group_dead.map(|_| false))];
+    for k in 1..=5u32 {
+        let ts = 10 * SEC - u64::from(6 - k) * MS;
+        events.push(exit(ts, P, 100 + k, group_dead.map(|_| false)));
+    }
+    events.push(exit(10 * SEC, P, P, group_dead));
+    run(agg, &events);
+}
+
+fn assert_threads_held_at_exit(agg: &Aggregator) {
+    assert!(!agg.is_live(P));
+    let findings = agg.findings(11 * SEC, 0);
+    let held = finding(&findings, P, None, Some(stack(P, 0, 7))).unwrap();
+    assert_eq!(
+        (held.exited, held.outstanding, held.created),
+        (true, 5, 5),
+        "{held:?}"
+    );
+    assert_eq!((trend(&held), leak(&held).destroyed), (Trend::Leak, 0));
+    assert_eq!(held.oldest_age_ns, 9 * SEC, "age at exit");
+    // Exited a second before the process: released, not held.
+    let gone = finding(&findings, P, None, Some(stack(P, 0, 8))).unwrap();
+    assert_eq!(
+        (gone.outstanding, trend(&gone), leak(&gone).destroyed),
+        (0, Trend::Released, 1)
+    );
+    let summary = agg.processes();
+    assert_eq!(
+        (
+            summary.len(),
+            summary[0].threads,
+            summary[0].preexisting_threads
+        ),
+        (1, 6, 1),
+        "the five and the main thread"
+    );
+}
+
+#[test]
+fn threads_ended_by_exit_group_are_held_at_exit() {
+    let mut agg = leaking_threads();
+    exit_group(&mut agg, Some(true));
+    assert_threads_held_at_exit(&agg);
+}
+
+#[test]
+fn threads_ended_with_the_last_thread_without_group_dead_are_held_at_exit() {
+    let mut agg = leaking_threads();
+    exit_group(&mut agg, None);
+    assert_threads_held_at_exit(&agg);
+}
+
+#[test]
+fn a_leaked_thread_the_process_dies_with_is_held_at_exit() {
+    let mut agg = leaking_threads();
+    let mut events: Vec<Event> = (1..=4u32)
+        .map(|k| exit(10 * SEC - u64::from(5 - k) * MS, P, 100 + k, Some(false)))
+        .collect();
+    events.insert(0, exit(10 * SEC - 10 * MS, P, P, Some(false)));
+    events.push(exit(10 * SEC, P, 105, Some(true)));
+    run(&mut agg, &events);
+    let findings = agg.findings(11 * SEC, 0);
+    let held = finding(&findings, P, None, Some(stack(P, 0, 7))).unwrap();
+    assert_eq!(
+        (held.outstanding, trend(&held), leak(&held).destroyed),
+        (5, Trend::Leak, 0)
+    );
+    assert_eq!(
+        (
+            agg.processes()[0].threads,
+            agg.processes()[0].preexisting_threads
+        ),
+        (7, 1)
+    );
+}
+
+#[test]
+fn thread_exits_long_before_the_process_dies_stay_released() {
+    let mut agg = leaking_threads();
+    let events: Vec<Event> = (1..=5u32)
+        .map(|k| exit(6 * SEC + u64::from(k) * MS, P, 100 + k, Some(false)))
+        .collect();
+    run(&mut agg, &events);
+    run(&mut agg, &[exit(10 * SEC, P, P, Some(true))]);
+    let findings = agg.findings(11 * SEC, 0);
+    let released = finding(&findings, P, None, Some(stack(P, 0, 7))).unwrap();
+    assert_eq!(
+        (
+            released.outstanding,
+            trend(&released),
+            leak(&released).destroyed
+        ),
+        (0, Trend::Released, 5)
+    );
+    // 200 is still held; the main thread is no finding.
+    let held = finding(&findings, P, None, Some(stack(P, 0, 8))).unwrap();
+    assert_eq!((held.outstanding, leak(&held).destroyed), (1, 0));
+    assert_eq!(agg.processes()[0].threads, 2);
+}
+
+#[test]
+fn thread_exits_before_an_exec_are_not_held_at_the_new_image_s_exit() {
+    let mut agg = leaking_threads();
+    run(
+        &mut agg,
+        &[
+            exit(10 * SEC - 2 * MS, P, 101, Some(false)),
+            exec(10 * SEC - MS, P, P),
+            exit(10 * SEC, P, P, Some(true)),
+        ],
+    );
+    let findings = agg.findings(11 * SEC, 0);
+    let f = finding(&findings, P, None, Some(stack(P, 0, 7))).unwrap();
+    assert_eq!((f.outstanding, leak(&f).destroyed), (0, 5));
+}
+
 #[test]
 fn late_exit_of_a_dead_process_is_ignored() {
     let mut agg = seeded(Limits::default());
