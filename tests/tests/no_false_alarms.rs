@@ -12,201 +12,38 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc,
+    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::Value;
 
-fn binary(var: &str, name: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/release")
-            .join(name)
-    })
-}
+mod common;
 
-fn require_root() {
-    // SAFETY: no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "NOT RUN: integration tests load eBPF programs and need root; run `sudo -E cargo xtask test`"
-    );
-}
+use common::{require_root, Lines, Repro};
 
-/// Lines of a child's stream, collected by a thread so the child never blocks on a full pipe.
-struct Lines {
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn new(stream: impl Read + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line matching `pred` (possibly one already seen), returning it.
-    fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.seen.iter().find(|l| pred(l)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = self.rx.recv_timeout(left) else {
-                panic!(
-                    "timed out waiting for {what}; saw:\n{}",
-                    self.seen.join("\n")
-                );
-            };
-            self.seen.push(line.clone());
-            if pred(&line) {
-                return line;
-            }
-        }
-    }
-
-    /// Everything until the stream closes.
-    fn rest(mut self) -> Vec<String> {
-        self.seen.extend(self.rx.iter());
-        self.seen
-    }
-}
-
-/// The reproducer, started with --wait-stdin so the tracer can attach before it starts.
-struct Repro {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines,
-    pid: u32,
-}
-
-impl Repro {
-    fn start(scenario: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(binary("LEAKTRACE_REPRODUCER", "leaktrace-reproducer"))
-            .arg(scenario)
-            .args(args)
-            .arg("--wait-stdin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the reproducer");
-        let stdin = child.stdin.take();
-        let mut stdout = Lines::new(child.stdout.take().expect("stdout"));
-        let ready = stdout.wait_for("ready", Duration::from_secs(10), |l| l.starts_with("ready"));
-        let pid = ready
-            .strip_prefix("ready pid=")
-            .and_then(|p| p.parse().ok())
-            .expect("ready pid=N");
-        Self {
-            child,
-            stdin,
-            stdout,
-            pid,
-        }
-    }
-
-    /// Lets the scenario start and waits for its `done leaked=N`; returns N.
-    fn go_and_wait(&mut self) -> u64 {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(b"go\n").expect("release the reproducer");
-        stdin.flush().expect("flush");
-        let done = self
-            .stdout
-            .wait_for("done", Duration::from_secs(60), |l| l.starts_with("done"));
-        done.strip_prefix("done leaked=")
-            .and_then(|n| n.parse().ok())
-            .expect("done leaked=N")
-    }
-}
-
-impl Drop for Repro {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A running `leaktrace --format json --top 100 <args>`.
-struct Tracer {
-    child: Child,
-    stdout: Lines,
-    stderr: Lines,
-}
+/// `leaktrace --format json --top 100 ARGS`, every report of which these tests read.
+struct Tracer(common::Tracer);
 
 impl Tracer {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(binary("LEAKTRACE_BIN", "leaktrace"))
-            .args(["--format", "json", "--top", "100"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start leaktrace");
-        let stdout = Lines::new(child.stdout.take().expect("stdout"));
-        let mut stderr = Lines::new(child.stderr.take().expect("stderr"));
-        let first = stderr.wait_for("leaktrace to attach", Duration::from_secs(60), |l| {
-            l.starts_with("leaktrace: tracing") || l.contains("error")
-        });
-        assert!(
-            first.starts_with("leaktrace: tracing"),
-            "leaktrace did not start: {:?}",
-            stderr.seen
-        );
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
+        let mut all = vec!["--format", "json", "--top", "100"];
+        all.extend_from_slice(args);
+        Self(common::Tracer::start(&all))
     }
 
     /// Waits until `n` more reports have begun.
-    fn wait_reports(&mut self, n: usize, interval: Duration) {
-        let is_report = |l: &str| l.contains(r#""type":"report""#);
-        while let Ok(line) = self.stdout.rx.try_recv() {
-            self.stdout.seen.push(line);
-        }
-        let target = self.stdout.seen.iter().filter(|l| is_report(l)).count() + n;
-        let deadline = Instant::now() + (interval + Duration::from_secs(5)) * n as u32;
-        while self.stdout.seen.iter().filter(|l| is_report(l)).count() < target {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.rx.recv_timeout(left) {
-                Ok(line) => self.stdout.seen.push(line),
-                Err(_) => panic!("timed out waiting for {n} reports"),
-            }
-        }
+    fn wait_reports(&mut self, n: usize) {
+        self.0.wait_reports(n);
     }
 
     /// SIGINT, then every report of the run.
-    fn stop(mut self) -> Reports {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait().expect("wait for leaktrace");
-        let stderr = self.stderr.rest();
-        assert!(
-            status.success(),
-            "leaktrace failed: {status}\n{}",
-            stderr.join("\n")
-        );
-        Reports::parse(&self.stdout.rest())
+    fn stop(self) -> Reports {
+        Reports::parse(&self.0.stop().stdout)
     }
 }
 
@@ -326,7 +163,7 @@ fn a_pool_held_at_a_fixed_size_is_stable() {
     let mut tracer = Tracer::start(&["--pid", &pid, "--interval", "1s", "--min-age", "1s"]);
     // 200 connections (both ends) and 16 workers, held; the main thread churns meanwhile.
     assert_eq!(repro.go_and_wait(), 2 * 200 + 16);
-    tracer.wait_reports(8, SECOND);
+    tracer.wait_reports(8);
     let reports = tracer.stop();
 
     reports.assert_no_false_alarm(repro.pid);
@@ -374,7 +211,7 @@ fn a_burst_that_is_released_is_no_leak() {
         "{:?}",
         repro.stdout.seen
     );
-    tracer.wait_reports(3, SECOND);
+    tracer.wait_reports(3);
     let reports = tracer.stop();
 
     reports.assert_no_false_alarm(repro.pid);
@@ -574,7 +411,6 @@ fn redis_under_sustained_load_is_no_leak() {
     installed("redis-benchmark");
     let redis = Redis::start();
     let pid = redis.pid().to_string();
-    let interval = Duration::from_secs(2);
     let mut tracer = Tracer::start(&["--pid", &pid, "--interval", "2s", "--min-age", "5s"]);
 
     let start = Instant::now();
@@ -592,7 +428,7 @@ fn redis_under_sustained_load_is_no_leak() {
     let load = start.elapsed();
     assert!(redis.ping(), "redis stopped answering");
     // A report past the load, so the final one is not the only one after it.
-    tracer.wait_reports(1, interval);
+    tracer.wait_reports(1);
     let reports = tracer.stop();
 
     let events = reports.events();

@@ -5,225 +5,41 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
     path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
-fn binary(var: &str, name: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/release")
-            .join(name)
-    })
-}
+mod common;
 
-fn leaktrace() -> Command {
-    Command::new(binary("LEAKTRACE_BIN", "leaktrace"))
-}
+use common::{binary, leaktrace, reproducer_path, require_root, Lines, Repro};
 
-fn reproducer_path() -> PathBuf {
-    binary("LEAKTRACE_REPRODUCER", "leaktrace-reproducer")
-}
-
-fn require_root() {
-    // SAFETY: no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "NOT RUN: integration tests load eBPF programs and need root; run `sudo -E cargo xtask test`"
-    );
-}
-
-/// Lines of a child's stream, collected by a thread so the child never blocks on a full pipe.
-struct Lines {
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn new(stream: impl std::io::Read + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line, which must arrive before `deadline`.
-    fn next(&mut self, what: &str, deadline: Instant) -> String {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(line) => {
-                self.seen.push(line.clone());
-                line
-            }
-            Err(_) => panic!(
-                "timed out waiting for {what}; saw:\n{}",
-                self.seen.join("\n")
-            ),
-        }
-    }
-
-    /// Takes in every line that has already arrived.
-    fn catch_up(&mut self) {
-        while let Ok(line) = self.rx.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    /// Waits for a line matching `pred` (possibly one already seen), returning it.
-    fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.seen.iter().find(|l| pred(l)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let line = self.next(what, deadline);
-            if pred(&line) {
-                return line;
-            }
-        }
-    }
-
-    /// Everything until the stream closes.
-    fn rest(mut self) -> Vec<String> {
-        self.seen.extend(self.rx.iter());
-        self.seen
-    }
-}
-
-/// The reproducer, started with --wait-stdin so the tracer can attach before it leaks.
-struct Repro {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines,
-    pid: u32,
-}
-
-impl Repro {
-    fn start(scenario: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(reproducer_path())
-            .arg(scenario)
-            .args(args)
-            .arg("--wait-stdin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the reproducer");
-        let stdin = child.stdin.take();
-        let mut stdout = Lines::new(child.stdout.take().expect("stdout"));
-        let ready = stdout.wait_for("ready", Duration::from_secs(10), |l| l.starts_with("ready"));
-        let pid = ready
-            .strip_prefix("ready pid=")
-            .and_then(|p| p.parse().ok())
-            .expect("ready pid=N");
-        Self {
-            child,
-            stdin,
-            stdout,
-            pid,
-        }
-    }
-
-    /// Starts the leaking and waits until it is done; returns how many objects it leaked.
-    fn go_and_wait(&mut self) -> u64 {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(b"go\n").expect("release the reproducer");
-        stdin.flush().expect("flush");
-        let done = self
-            .stdout
-            .wait_for("done", Duration::from_secs(60), |l| l.starts_with("done"));
-        done.strip_prefix("done leaked=")
-            .and_then(|n| n.parse().ok())
-            .expect("done leaked=N")
-    }
-}
-
-impl Drop for Repro {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A running tracer with JSON output.
-struct Tracer {
-    child: Child,
-    stdout: Lines,
-    stderr: Lines,
-}
+/// A tracer with the JSON output and short intervals these tests read.
+struct Tracer(common::Tracer);
 
 impl Tracer {
     fn start(args: &[String]) -> Self {
-        let mut child = leaktrace()
-            .args(["--format", "json", "--interval", "1s", "--min-age", "500ms"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start leaktrace");
-        let stdout = Lines::new(child.stdout.take().expect("stdout"));
-        let mut stderr = Lines::new(child.stderr.take().expect("stderr"));
-        stderr.wait_for("attach", Duration::from_secs(60), |l| {
-            l.starts_with("leaktrace: tracing") || l.contains("error")
-        });
-        assert!(
-            stderr
-                .seen
-                .iter()
-                .any(|l| l.starts_with("leaktrace: tracing")),
-            "leaktrace did not start: {:?}",
-            stderr.seen
-        );
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
+        let mut all: Vec<String> = ["--format", "json", "--interval", "1s", "--min-age", "500ms"]
+            .map(String::from)
+            .to_vec();
+        all.extend_from_slice(args);
+        Self(common::Tracer::start(&all))
     }
 
-    /// Waits until `n` more periodic reports have been printed, so what happened so far is in
-    /// the tracer's state.
     fn wait_reports(&mut self, n: usize) {
-        let is_report = |l: &str| l.contains(r#""type":"report""#);
-        self.stdout.catch_up();
-        let target = self.stdout.seen.iter().filter(|l| is_report(l)).count() + n;
-        let deadline = Instant::now() + Duration::from_secs(10 * n as u64);
-        while self.stdout.seen.iter().filter(|l| is_report(l)).count() < target {
-            self.stdout.next("a report", deadline);
-        }
+        self.0.wait_reports(n);
     }
 
     /// SIGINT, then the final report.
     fn stop(self) -> Output {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.finish()
+        Output::of(self.0.stop())
     }
 
-    fn finish(mut self) -> Output {
-        let status = self.child.wait().expect("wait for leaktrace");
-        let stderr = self.stderr.rest();
-        assert!(
-            status.success(),
-            "leaktrace failed: {status}\n{}",
-            stderr.join("\n")
-        );
-        Output::parse(&self.stdout.rest(), stderr)
+    fn finish(self) -> Output {
+        Output::of(self.0.finish())
     }
 }
 
@@ -237,6 +53,10 @@ struct Output {
 }
 
 impl Output {
+    fn of(run: common::Run) -> Self {
+        Self::parse(&run.stdout, run.stderr)
+    }
+
     fn parse(lines: &[String], stderr: Vec<String>) -> Self {
         let values: Vec<Value> = lines
             .iter()
