@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    num::NonZeroU32,
     sync::Arc,
 };
 
@@ -39,8 +40,8 @@ impl GroupKey {
     }
 }
 
-/// A path an fd was opened with, shared between fds so an open of the same path as the last one
-/// allocates nothing.
+/// A path an fd was opened with, stored once in its process's [`Paths`]; a forked child's copy
+/// shares the text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct SamplePath {
     text: Arc<str>,
@@ -59,11 +60,6 @@ impl SamplePath {
         self.truncated == path.truncated && *self.text == *path.text
     }
 
-    #[cfg(test)]
-    pub fn shares_text_with(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.text, &other.text)
-    }
-
     /// As reported: a cut path ends in an ellipsis.
     pub fn display(&self) -> String {
         if self.truncated {
@@ -76,6 +72,140 @@ impl SamplePath {
 
 /// Index of a group in its process's [`Groups`]; objects hold it so a close hashes no key.
 pub(super) type Slot = u32;
+
+/// A path in its process's [`Paths`]. Fds hold this, not the path: 4 bytes instead of 24 in
+/// every fd entry, most of which have no path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PathId(NonZeroU32);
+
+impl PathId {
+    fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+
+    /// Both name one stored copy of the text.
+    #[cfg(test)]
+    pub fn shares_text_with(&self, other: &Self) -> bool {
+        self == other
+    }
+
+    #[cfg(test)]
+    pub fn raw(self) -> u32 {
+        self.0.get()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PathEntry {
+    path: SamplePath,
+    /// Fds holding it: the entry is freed with the last.
+    refs: u32,
+}
+
+/// The paths a process's fds were opened with, each counted by the fds holding it. A group
+/// remembers its last path's id (without holding it), so a run of opens of one path stores it
+/// once.
+#[derive(Debug, Default)]
+pub(super) struct Paths {
+    entries: Vec<Option<PathEntry>>,
+    /// Indexes of freed entries, reused first.
+    free: Vec<u32>,
+}
+
+impl Paths {
+    pub fn get(&self, id: PathId) -> Option<&SamplePath> {
+        let entry = self.entries.get(id.index())?.as_ref()?;
+        Some(&entry.path)
+    }
+
+    /// One more fd holds `id`.
+    pub fn acquire(&mut self, id: Option<PathId>) {
+        let entry = id.and_then(|id| self.entries.get_mut(id.index())?.as_mut());
+        if let Some(entry) = entry {
+            entry.refs += 1;
+        }
+    }
+
+    /// An fd holding `id` is gone; the path goes with the last one.
+    pub fn release(&mut self, id: Option<PathId>) {
+        let Some(id) = id else { return };
+        let Some(slot) = self.entries.get_mut(id.index()) else {
+            return;
+        };
+        if let Some(entry) = slot {
+            entry.refs = entry.refs.saturating_sub(1);
+            if entry.refs == 0 {
+                *slot = None;
+                self.free.push(id.index() as u32);
+            }
+        }
+    }
+
+    /// `path` for a new fd: `last` again when it is the same path (and still stored), else a new
+    /// entry.
+    fn intern(&mut self, last: Option<PathId>, path: &Path) -> PathId {
+        if let Some(last) = last {
+            if let Some(entry) = self.entries.get_mut(last.index()).and_then(Option::as_mut) {
+                if entry.path.is(path) {
+                    entry.refs += 1;
+                    return last;
+                }
+            }
+        }
+        let entry = Some(PathEntry {
+            path: SamplePath::new(path),
+            refs: 1,
+        });
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.entries[index as usize] = entry;
+                index as usize
+            }
+            None => {
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        };
+        let id = u32::try_from(index + 1)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .expect("fewer paths than fds, and fds are far fewer than 2^32");
+        PathId(id)
+    }
+
+    /// A forked child's copy: the same ids and texts, held by none of its fds yet. The child
+    /// acquires what its fds hold, then [`Self::drop_unheld`].
+    pub fn for_child(&self) -> Self {
+        let entries = self.entries.iter().map(|entry| {
+            entry.as_ref().map(|entry| PathEntry {
+                path: entry.path.clone(),
+                refs: 0,
+            })
+        });
+        Self {
+            entries: entries.collect(),
+            free: self.free.clone(),
+        }
+    }
+
+    /// Frees the entries no fd holds.
+    pub fn drop_unheld(&mut self) {
+        for (index, slot) in self.entries.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|entry| entry.refs == 0) {
+                *slot = None;
+                self.free.push(index as u32);
+            }
+        }
+    }
+
+    /// Each stored path's holders, by id: for checking the counts against the fds.
+    #[cfg(test)]
+    pub fn refs(&self) -> HashMap<u32, u32> {
+        let held = self.entries.iter().enumerate();
+        held.filter_map(|(index, slot)| Some((index as u32 + 1, slot.as_ref()?.refs)))
+            .collect()
+    }
+}
 
 /// A group draining to zero outstanding by its objects being released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,9 +230,12 @@ pub(super) struct Group {
     held_ns: u64,
     /// The drain a released finding reports; kept for a rate window.
     pub release: Option<Release>,
-    /// `(tick time, outstanding)` inside the rate window, oldest first.
-    samples: VecDeque<(u64, u64)>,
-    last_path: Option<SamplePath>,
+    /// Outstanding at the latest ticks inside the rate window, oldest first; the tick times are
+    /// the last of [`Groups::ticks`], shared by all groups. u32: a group never holds 4G objects.
+    samples: VecDeque<u32>,
+    /// The path of the group's last open with one, for [`Paths::intern`]. Not held: the entry
+    /// may be gone or reused, which interning checks.
+    last_path: Option<PathId>,
 }
 
 impl Group {
@@ -120,9 +253,18 @@ impl Group {
         }
     }
 
+    /// `(tick time, outstanding)` of the kept samples, oldest first; `ticks` are its
+    /// [`Groups::ticks`].
+    fn samples<'a>(&'a self, ticks: &'a VecDeque<u64>) -> impl Iterator<Item = (u64, u64)> + 'a {
+        let first = ticks.len().saturating_sub(self.samples.len());
+        let times = ticks.range(first..).copied();
+        times.zip(self.samples.iter().map(|&count| u64::from(count)))
+    }
+
     /// Least-squares slope of outstanding over the kept samples, per second.
-    pub fn rate_per_s(&self) -> f64 {
-        crate::trend::slope_per_s(self.samples.iter())
+    pub fn rate_per_s(&self, ticks: &VecDeque<u64>) -> f64 {
+        let samples: Vec<(u64, u64)> = self.samples(ticks).collect();
+        crate::trend::slope_per_s(samples.iter())
     }
 
     #[cfg(test)]
@@ -134,15 +276,14 @@ impl Group {
     /// leaking or stable. Leaking takes a trend over the window, not one sample: enough samples,
     /// a rising fit, a real increase from the window's first sample to its latest, and objects
     /// created over as many tick intervals. Old enough to be a finding at all is the caller's.
-    pub fn trend(&self, created_ns: &[u64], limits: &Limits) -> Trend {
-        let (Some(&(_, first)), Some(&(_, last))) = (self.samples.front(), self.samples.back())
-        else {
+    pub fn trend(&self, ticks: &VecDeque<u64>, created_ns: &[u64], limits: &Limits) -> Trend {
+        let (Some(&first), Some(&last)) = (self.samples.front(), self.samples.back()) else {
             return Trend::Stable;
         };
         let leaking = self.samples.len() >= limits.leak_min_samples
-            && self.rate_per_s() > 0.0
-            && last >= first.saturating_add(limits.leak_min_increase)
-            && self.creation_intervals(created_ns) >= limits.leak_min_samples;
+            && self.rate_per_s(ticks) > 0.0
+            && u64::from(last) >= u64::from(first).saturating_add(limits.leak_min_increase)
+            && self.creation_intervals(ticks, created_ns) >= limits.leak_min_samples;
         if leaking {
             Trend::Leak
         } else {
@@ -154,16 +295,13 @@ impl Group {
     /// made: each is counted in the first sample at or after its creation (all before the
     /// window in the first, all after the latest tick in one more). A pool opened in one burst
     /// that straddles a tick counts two; a leak adds objects interval after interval.
-    fn creation_intervals(&self, created_ns: &[u64]) -> usize {
+    fn creation_intervals(&self, ticks: &VecDeque<u64>, created_ns: &[u64]) -> usize {
+        let mut times = self.samples(ticks).map(|(t, _)| t).peekable();
         let mut intervals = 0;
         let mut last = None;
         let mut first_sample = 0;
         for &created in created_ns {
-            while self
-                .samples
-                .get(first_sample)
-                .is_some_and(|&(t, _)| t < created)
-            {
+            while times.next_if(|&t| t < created).is_some() {
                 first_sample += 1;
             }
             if last != Some(first_sample) {
@@ -191,6 +329,9 @@ pub(super) struct Groups {
     index: HashMap<GroupKey, Slot>,
     /// The aggregator's rate window: how long a release is remembered.
     rate_window_ns: u64,
+    /// Times of the latest ticks (at most max_samples), oldest first. Every tick samples every
+    /// group, so a group's samples are at the last of these: kept once here, not per group.
+    ticks: VecDeque<u64>,
 }
 
 impl Groups {
@@ -200,7 +341,13 @@ impl Groups {
             free: Vec::new(),
             index: HashMap::new(),
             rate_window_ns,
+            ticks: VecDeque::new(),
         }
+    }
+
+    /// What [`Group::rate_per_s`] and [`Group::trend`] take.
+    pub fn ticks(&self) -> &VecDeque<u64> {
+        &self.ticks
     }
 
     /// Counts one more object into `key`'s group (made if new); `created_ns` keeps it from being
@@ -289,17 +436,13 @@ impl Groups {
         self.enter(key, created_ns)
     }
 
-    /// The group's copy of `path`, made only when it differs from the group's last one.
-    pub fn intern_path(&mut self, slot: Slot, path: &Path) -> Option<SamplePath> {
+    /// `path` for a new fd of the group, held by it: the group's last path again when it is the
+    /// same, else a new copy.
+    pub fn intern_path(&mut self, slot: Slot, path: &Path, paths: &mut Paths) -> Option<PathId> {
         let group = self.get_mut(slot)?;
-        match &group.last_path {
-            Some(last) if last.is(path) => Some(last.clone()),
-            _ => {
-                let fresh = SamplePath::new(path);
-                group.last_path = Some(fresh.clone());
-                Some(fresh)
-            }
-        }
+        let id = paths.intern(group.last_path, path);
+        group.last_path = Some(id);
+        Some(id)
     }
 
     pub fn get(&self, slot: Slot) -> Option<&Group> {
@@ -336,6 +479,14 @@ impl Groups {
     /// rate, and their release is no longer reported.
     pub fn tick(&mut self, now_ns: u64, limits: &Limits) {
         let window_start = now_ns.saturating_sub(limits.rate_window_ns);
+        // As many as any group can keep; each group trims its own by time below.
+        self.ticks.push_back(now_ns);
+        while self.ticks.len() > limits.max_samples {
+            self.ticks.pop_front();
+        }
+        let ticks = &self.ticks;
+        // A group's oldest sample is at the tick as many back as it has samples.
+        let oldest = |samples: &VecDeque<u32>| ticks.len().checked_sub(samples.len());
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             let Some(group) = entry else { continue };
             let drained_ns = group.release.map_or(0, |release| release.at_ns);
@@ -345,12 +496,11 @@ impl Groups {
                 *entry = None;
                 continue;
             }
-            group.samples.push_back((now_ns, group.outstanding));
+            group
+                .samples
+                .push_back(u32::try_from(group.outstanding).unwrap_or(u32::MAX));
             while group.samples.len() > limits.max_samples
-                || group
-                    .samples
-                    .front()
-                    .is_some_and(|&(t, _)| t < window_start)
+                || oldest(&group.samples).is_some_and(|i| ticks[i] < window_start)
             {
                 group.samples.pop_front();
             }

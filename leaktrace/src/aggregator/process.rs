@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    group::{GroupKey, Groups, SamplePath, Slot},
+    group::{GroupKey, Groups, PathId, Paths, Slot},
     Limits, Outbox,
 };
 use crate::{
@@ -22,21 +22,66 @@ const MAX_RANGE_TOMBSTONES: usize = 64;
 /// Recent thread exits a process remembers (see [`RecentExit`]).
 const MAX_RECENT_EXITS: usize = 4096;
 
+/// A monotonic ns time in two u32 halves: 4-byte aligned, so a thread or fd entry with its
+/// 4-byte key packs into 20 or 28 bytes, where a u64's alignment pads them to 24 and 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ns([u32; 2]);
+
+impl Ns {
+    fn new(ns: u64) -> Self {
+        Self([(ns >> 32) as u32, ns as u32])
+    }
+
+    fn get(self) -> u64 {
+        (u64::from(self.0[0]) << 32) | u64::from(self.0[1])
+    }
+}
+
+// Every tracked thread and fd is one of these in a hash map: kept small (see `Ns`, `PathId`).
 #[derive(Debug)]
 pub(super) struct Thread {
-    pub created_ns: u64,
+    created: Ns,
     /// None: existed before tracing (seen in /proc only), so never a finding.
     pub group: Option<Slot>,
 }
 
+impl Thread {
+    fn new(created_ns: u64, group: Option<Slot>) -> Self {
+        Self {
+            created: Ns::new(created_ns),
+            group,
+        }
+    }
+
+    pub fn created_ns(&self) -> u64 {
+        self.created.get()
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Fd {
-    pub created_ns: u64,
+    created: Ns,
     /// None: existed before tracing (seen in /proc only), so never a finding.
     pub group: Option<Slot>,
     /// As the creating syscall guessed it until a snapshot says otherwise.
     pub kind: FdKind,
-    pub path: Option<SamplePath>,
+    /// In the process's `paths`, which counts this fd as one of its holders.
+    pub path: Option<PathId>,
+}
+
+impl Fd {
+    fn new(created_ns: u64, group: Option<Slot>, kind: FdKind, path: Option<PathId>) -> Self {
+        Self {
+            created: Ns::new(created_ns),
+            group,
+            kind,
+            path,
+        }
+    }
+
+    pub fn created_ns(&self) -> u64 {
+        self.created.get()
+    }
 }
 
 /// A thread's ordinary exit, kept for the aggregator's exit_group window: if the process dies
@@ -82,6 +127,8 @@ pub(super) struct Process {
     pub exec_ns: Option<u64>,
     pub threads: HashMap<u32, Thread>,
     pub fds: HashMap<i32, Fd>,
+    /// The paths `fds` hold: every fd removed releases its path.
+    paths: Paths,
     pub groups: Groups,
     /// Stack ids already announced for the current exec generation; ids index the kernel's
     /// stack map, so this stays within its size.
@@ -117,6 +164,7 @@ impl Process {
             exec_ns: None,
             threads: HashMap::new(),
             fds: HashMap::new(),
+            paths: Paths::default(),
             groups: Groups::new(rate_window_ns),
             stacks: HashSet::new(),
             thread_exits: Tombstones::default(),
@@ -158,19 +206,14 @@ impl Process {
             self.drop_object(out);
             return false;
         }
-        let thread = Thread {
-            created_ns: ts_ns,
-            group: None,
-        };
-        self.threads.insert(tid, thread);
+        self.threads.insert(tid, Thread::new(ts_ns, None));
         true
     }
 
     pub fn add_thread(&mut self, tid: u32, stack: Option<StackRef>, ts_ns: u64, out: &mut Outbox) {
         let full = self.is_full();
-        let fresh = |groups: &mut Groups| Thread {
-            created_ns: ts_ns,
-            group: Some(groups.enter(GroupKey::thread(stack), ts_ns)),
+        let fresh = |groups: &mut Groups| {
+            Thread::new(ts_ns, Some(groups.enter(GroupKey::thread(stack), ts_ns)))
         };
         match self.threads.entry(tid) {
             Entry::Occupied(mut entry) => {
@@ -179,7 +222,7 @@ impl Process {
                 let old = entry.get();
                 if old.group.is_some() {
                     out.counters.resync_mismatches += 1;
-                    self.groups.destroy(old.group, old.created_ns, ts_ns);
+                    self.groups.destroy(old.group, old.created_ns(), ts_ns);
                 }
                 entry.insert(fresh(&mut self.groups));
             }
@@ -214,13 +257,14 @@ impl Process {
             self.recent_exits.pop_front();
         }
         if let Some(thread) = self.threads.remove(&tid) {
-            self.groups.destroy(thread.group, thread.created_ns, ts_ns);
+            self.groups
+                .destroy(thread.group, thread.created_ns(), ts_ns);
             let group = thread
                 .group
                 .and_then(|slot| Some((slot, self.groups.key(slot)?)));
             self.recent_exits.push_back(RecentExit {
                 tid,
-                created_ns: thread.created_ns,
+                created_ns: thread.created_ns(),
                 group,
                 exit_ns: ts_ns,
             });
@@ -233,7 +277,8 @@ impl Process {
         self.threads.keys().all(|&t| t == tid) && self.seeded && !self.incomplete
     }
 
-    /// `fd` is new, from `stack`; `path` gives its sample path once its group is known.
+    /// `fd` is new, from `stack`; `path` gives its sample path, acquired for it, once its group
+    /// is known (and only if the fd is tracked).
     fn add_fd(
         &mut self,
         fd: i32,
@@ -241,35 +286,33 @@ impl Process {
         stack: Option<StackRef>,
         ts_ns: u64,
         out: &mut Outbox,
-        path: impl FnOnce(&mut Groups, Slot) -> Option<SamplePath>,
+        path: impl FnOnce(&mut Groups, &mut Paths, Slot) -> Option<PathId>,
     ) {
         let full = self.is_full();
         let exec_ns = self.exec_ns;
-        let fresh = |groups: &mut Groups| {
+        let fresh = |groups: &mut Groups, paths: &mut Paths| {
             let slot = groups.enter(GroupKey::fd(kind, stack), ts_ns);
-            Fd {
-                created_ns: ts_ns,
-                group: Some(slot),
-                kind,
-                path: path(groups, slot),
-            }
+            let path = path(groups, paths, slot);
+            Fd::new(ts_ns, Some(slot), kind, path)
         };
         match self.fds.entry(fd) {
             Entry::Occupied(mut entry) => {
                 // An fd from /proc may be this very one (the snapshot raced the open), and one
                 // from before an exec may have been closed by it; otherwise a close was missed.
                 let old = entry.get();
-                let closed_by_exec = exec_ns.filter(|&exec_ns| old.created_ns < exec_ns);
+                let closed_by_exec = exec_ns.filter(|&exec_ns| old.created_ns() < exec_ns);
                 if old.group.is_some() && closed_by_exec.is_none() {
                     out.counters.resync_mismatches += 1;
                 }
                 let closed_ns = closed_by_exec.unwrap_or(ts_ns);
-                self.groups.destroy(old.group, old.created_ns, closed_ns);
-                entry.insert(fresh(&mut self.groups));
+                self.groups.destroy(old.group, old.created_ns(), closed_ns);
+                // The new path is acquired first: the old fd may be the last holder of the same.
+                let old = entry.insert(fresh(&mut self.groups, &mut self.paths));
+                self.paths.release(old.path);
             }
             Entry::Vacant(_) if full => self.drop_object(out),
             Entry::Vacant(entry) => {
-                entry.insert(fresh(&mut self.groups));
+                entry.insert(fresh(&mut self.groups, &mut self.paths));
             }
         }
     }
@@ -285,8 +328,8 @@ impl Process {
     ) {
         let stack = self.stack_ref(stack, out);
         for fd in fds.iter() {
-            self.add_fd(fd, kind, stack, ts_ns, out, |groups, slot| {
-                path.and_then(|path| groups.intern_path(slot, path))
+            self.add_fd(fd, kind, stack, ts_ns, out, |groups, paths, slot| {
+                path.and_then(|path| groups.intern_path(slot, path, paths))
             });
         }
     }
@@ -306,19 +349,24 @@ impl Process {
         let (kind, path) = self
             .fds
             .get(&source)
-            .map_or((FdKind::Other, None), |source| {
-                (source.kind, source.path.clone())
-            });
-        // dup2/dup3 close whatever `fd` was, without a close call.
+            .map_or((FdKind::Other, None), |source| (source.kind, source.path));
+        // dup2/dup3 close whatever `fd` was, without a close call. `source` still holds `path`.
         if let Some(old) = self.fds.remove(&fd) {
-            self.groups.destroy(old.group, old.created_ns, ts_ns);
+            self.groups.destroy(old.group, old.created_ns(), ts_ns);
+            self.paths.release(old.path);
         }
-        self.add_fd(fd, kind, stack, ts_ns, out, |_, _| path);
+        self.add_fd(fd, kind, stack, ts_ns, out, |_, paths, _| {
+            paths.acquire(path);
+            path
+        });
     }
 
     pub fn close(&mut self, fd: i32, ts_ns: u64, out: &mut Outbox) {
         match self.fds.remove(&fd) {
-            Some(old) => self.groups.destroy(old.group, old.created_ns, ts_ns),
+            Some(old) => {
+                self.groups.destroy(old.group, old.created_ns(), ts_ns);
+                self.paths.release(old.path);
+            }
             None => out.counters.untracked_closes += 1,
         }
         if let Ok(fd) = u32::try_from(fd) {
@@ -336,15 +384,17 @@ impl Process {
             for fd in first..=last {
                 let Ok(fd) = i32::try_from(fd) else { break };
                 if let Some(old) = self.fds.remove(&fd) {
-                    self.groups.destroy(old.group, old.created_ns, ts_ns);
+                    self.groups.destroy(old.group, old.created_ns(), ts_ns);
+                    self.paths.release(old.path);
                 }
             }
         } else {
-            let groups = &mut self.groups;
+            let (groups, paths) = (&mut self.groups, &mut self.paths);
             self.fds.retain(|&fd, old| {
                 let closed = u32::try_from(fd).is_ok_and(|fd| (first..=last).contains(&fd));
                 if closed {
-                    groups.destroy(old.group, old.created_ns, ts_ns);
+                    groups.destroy(old.group, old.created_ns(), ts_ns);
+                    paths.release(old.path);
                 }
                 !closed
             });
@@ -357,7 +407,8 @@ impl Process {
         // An execing thread we never saw creating survives as one of unknown origin.
         let survivor = self.threads.remove(&tid);
         for (gone, thread) in self.threads.drain() {
-            self.groups.destroy(thread.group, thread.created_ns, ts_ns);
+            self.groups
+                .destroy(thread.group, thread.created_ns(), ts_ns);
             self.thread_exits.record(gone, ts_ns);
         }
         // The survivor's old tid is gone too (the pid lives on in it).
@@ -406,6 +457,8 @@ impl Process {
         child.exec_ns = self.exec_ns;
         child.add_thread(child_pid, stack, ts_ns, out);
         child.fds.reserve(self.fds.len().min(self.max_objects));
+        // Same ids as here, so the copies keep their paths; each is held by the child's fds.
+        child.paths = self.paths.for_child();
         for (&fd, inherited) in &self.fds {
             if child.is_full() {
                 child.drop_object(out);
@@ -415,14 +468,16 @@ impl Process {
                 .group
                 .and_then(|slot| self.groups.key(slot))
                 .map(|key| child.groups.enter(key, ts_ns));
-            let copy = Fd {
-                created_ns: inherited.created_ns,
+            let copy = Fd::new(
+                inherited.created_ns(),
                 group,
-                kind: inherited.kind,
-                path: inherited.path.clone(),
-            };
+                inherited.kind,
+                inherited.path,
+            );
+            child.paths.acquire(copy.path);
             child.fds.insert(fd, copy);
         }
+        child.paths.drop_unheld();
         child
     }
 
@@ -444,13 +499,14 @@ impl Process {
         if resync {
             let listed: HashSet<i32> = snap.fds.iter().map(|&(fd, _)| fd).collect();
             let exec_shown = self.exec_ns.filter(|&exec_ns| exec_ns <= started);
-            let (groups, fd_closes) = (&mut self.groups, &mut self.fd_closes);
+            let (groups, paths, fd_closes) =
+                (&mut self.groups, &mut self.paths, &mut self.fd_closes);
             self.fds.retain(|&fd, tracked| {
-                if listed.contains(&fd) || tracked.created_ns > started {
+                if listed.contains(&fd) || tracked.created_ns() > started {
                     return true;
                 }
                 // When it went: at the exec, or at some point before the snapshot began.
-                let gone_ns = match exec_shown.filter(|&exec_ns| tracked.created_ns < exec_ns) {
+                let gone_ns = match exec_shown.filter(|&exec_ns| tracked.created_ns() < exec_ns) {
                     // Close-on-exec. The tombstone keeps a snapshot from before the exec, applied
                     // later, from bringing it back.
                     Some(exec_ns) => {
@@ -464,7 +520,8 @@ impl Process {
                         started
                     }
                 };
-                groups.destroy(tracked.group, tracked.created_ns, gone_ns);
+                groups.destroy(tracked.group, tracked.created_ns(), gone_ns);
+                paths.release(tracked.path);
                 false
             });
             if exec_shown.is_some() {
@@ -474,11 +531,11 @@ impl Process {
             let listed: HashSet<u32> = snap.tids.iter().copied().collect();
             let groups = &mut self.groups;
             self.threads.retain(|tid, tracked| {
-                if listed.contains(tid) || tracked.created_ns > started {
+                if listed.contains(tid) || tracked.created_ns() > started {
                     return true;
                 }
                 mismatches += 1;
-                groups.destroy(tracked.group, tracked.created_ns, started);
+                groups.destroy(tracked.group, tracked.created_ns(), started);
                 false
             });
         }
@@ -487,10 +544,10 @@ impl Process {
             match self.fds.get_mut(&fd) {
                 // The syscall only guessed the kind (open() of a FIFO is a pipe); /proc knows.
                 // An fd newer than the snapshot may be another object with the same number.
-                Some(tracked) if tracked.kind != kind && tracked.created_ns <= started => {
+                Some(tracked) if tracked.kind != kind && tracked.created_ns() <= started => {
                     tracked.kind = kind;
                     if let Some(slot) = tracked.group {
-                        tracked.group = Some(self.groups.rekind(slot, kind, tracked.created_ns));
+                        tracked.group = Some(self.groups.rekind(slot, kind, tracked.created_ns()));
                     }
                 }
                 Some(_) => {}
@@ -502,13 +559,7 @@ impl Process {
                         self.drop_object(out);
                         continue;
                     }
-                    let fd_state = Fd {
-                        created_ns: started,
-                        group: None,
-                        kind,
-                        path: None,
-                    };
-                    self.fds.insert(fd, fd_state);
+                    self.fds.insert(fd, Fd::new(started, None, kind, None));
                     if count_added {
                         mismatches += 1;
                     }
@@ -531,6 +582,8 @@ impl Process {
 
     /// Once per report interval: sample the groups and age the tombstones.
     pub fn tick(&mut self, now_ns: u64, limits: &Limits) {
+        #[cfg(test)]
+        self.check_paths();
         self.groups.tick(now_ns, limits);
         self.thread_exits.rotate();
         self.fd_closes.rotate();
@@ -555,11 +608,8 @@ impl Process {
                 Some(_) => continue,
                 None => None,
             };
-            let thread = Thread {
-                created_ns: gone.created_ns,
-                group,
-            };
-            self.threads.insert(gone.tid, thread);
+            self.threads
+                .insert(gone.tid, Thread::new(gone.created_ns, group));
         }
         let mut summary = self.summary(true);
         if let Some(preexisting) = self.died_with {
@@ -570,11 +620,12 @@ impl Process {
         // that confirmation they are no evidence (a spawned child would "hold" its parent's fds).
         // Nor were they seen released: they are forgotten, not destroyed.
         if let Some(exec_ns) = self.exec_ns {
-            let groups = &mut self.groups;
+            let (groups, paths) = (&mut self.groups, &mut self.paths);
             self.fds.retain(|_, fd| {
-                let doubtful = fd.created_ns < exec_ns;
+                let doubtful = fd.created_ns() < exec_ns;
                 if doubtful {
                     groups.forget(fd.group);
+                    paths.release(fd.path);
                 }
                 !doubtful
             });
@@ -593,8 +644,20 @@ impl Process {
         }
     }
 
+    /// Every stored path is held by exactly the fds that name it.
+    #[cfg(test)]
+    fn check_paths(&self) {
+        let mut held: HashMap<u32, u32> = HashMap::new();
+        for path in self.fds.values().filter_map(|fd| fd.path) {
+            *held.entry(path.raw()).or_default() += 1;
+        }
+        assert_eq!(held, self.paths.refs(), "pid {} path holders", self.pid);
+    }
+
     /// The live process's findings at `now_ns`: see [`Self::each_finding`].
     pub fn findings(&self, now_ns: u64, min_age_ns: u64, limits: &Limits, out: &mut Vec<Finding>) {
+        #[cfg(test)]
+        self.check_paths();
         self.each_finding(now_ns, min_age_ns, false, limits, |finding, _| {
             out.push(finding);
         });
@@ -615,8 +678,8 @@ impl Process {
     ) {
         // Every counted object as (group, creation time), by group then age: each group's
         // objects are one run, oldest first.
-        let counted = self.threads.values().map(|t| (t.group, t.created_ns));
-        let counted = counted.chain(self.fds.values().map(|fd| (fd.group, fd.created_ns)));
+        let counted = self.threads.values().map(|t| (t.group, t.created_ns()));
+        let counted = counted.chain(self.fds.values().map(|fd| (fd.group, fd.created_ns())));
         let mut objects: Vec<(Slot, u64)> = counted
             .filter_map(|(group, created_ns)| Some((group?, created_ns)))
             .collect();
@@ -624,16 +687,15 @@ impl Process {
         let created: Vec<u64> = objects.iter().map(|&(_, created_ns)| created_ns).collect();
         // The oldest fd with a path per group (by creation, then number, so reports do not flip
         // between equals).
-        let mut paths: Vec<Option<((u64, i32), &SamplePath)>> =
-            vec![None; self.groups.slot_count()];
+        let mut paths: Vec<Option<((u64, i32), PathId)>> = vec![None; self.groups.slot_count()];
         for (&number, fd) in &self.fds {
-            let (Some(slot), Some(path)) = (fd.group, fd.path.as_ref()) else {
+            let (Some(slot), Some(path)) = (fd.group, fd.path) else {
                 continue;
             };
             let Some(best) = paths.get_mut(slot as usize) else {
                 continue;
             };
-            let at = (fd.created_ns, number);
+            let at = (fd.created_ns(), number);
             if best.is_none_or(|(best, _)| at < best) {
                 *best = Some((at, path));
             }
@@ -652,7 +714,7 @@ impl Process {
                 outstanding,
                 created: group.created,
                 oldest_age_ns,
-                rate_per_s: group.rate_per_s(),
+                rate_per_s: group.rate_per_s(self.groups.ticks()),
                 sample_path,
                 exited,
                 waiter: None,
@@ -681,13 +743,15 @@ impl Process {
                 continue;
             }
             let leak = LeakDetail {
-                trend: group.trend(held, limits),
+                trend: group.trend(self.groups.ticks(), held, limits),
                 destroyed: group.destroyed,
                 age_p50_ns: age_percentile(held, 50, now_ns),
                 age_p90_ns: age_percentile(held, 90, now_ns),
             };
             let path = paths.get(slot as usize).copied().flatten();
-            let sample_path = path.map(|(_, path)| path.display());
+            let sample_path = path
+                .and_then(|(_, id)| self.paths.get(id))
+                .map(|path| path.display());
             emit(
                 finding(group.outstanding, oldest_age_ns, sample_path, leak),
                 None,
@@ -758,7 +822,8 @@ pub(super) struct Tombstones {
 
 #[derive(Debug, Default)]
 struct Generation {
-    at: HashMap<u32, u64>,
+    /// `Ns`, not u64: 12-byte entries, not 16 (a churning process fills 65536 per generation).
+    at: HashMap<u32, Ns>,
     /// `(first, last, ts)` of close_range calls.
     ranges: Vec<(u32, u32, u64)>,
 }
@@ -770,7 +835,8 @@ impl Generation {
             .iter()
             .filter(|&&(first, last, _)| (first..=last).contains(&id))
             .map(|&(_, _, ts)| ts);
-        self.at.get(&id).copied().into_iter().chain(ranges).max()
+        let at = self.at.get(&id).map(|&ts| ts.get());
+        at.into_iter().chain(ranges).max()
     }
 }
 
@@ -779,7 +845,7 @@ impl Tombstones {
         if self.current.at.len() >= MAX_TOMBSTONES && !self.current.at.contains_key(&id) {
             self.rotate();
         }
-        self.current.at.insert(id, ts_ns);
+        self.current.at.insert(id, Ns::new(ts_ns));
     }
 
     fn record_range(&mut self, first: u32, last: u32, ts_ns: u64) {
