@@ -31,7 +31,7 @@ pub enum Format {
 #[command(
     name = "leaktrace",
     version,
-    after_help = "Examples:\n  sudo leaktrace --pid 4242\n  sudo leaktrace --format json -- ./server --port 8080\n\n\
+    after_help = "Examples:\n  sudo leaktrace --pid 4242\n  sudo leaktrace --all --format json\n  sudo leaktrace --format json -- ./server --port 8080\n\n\
 Exit codes: 0 success, 1 unexpected error, 2 bad usage or unknown pid, 3 missing privileges\n\
 (CAP_BPF and CAP_PERFMON, or root), 4 the kernel lacks what leaktrace needs (tracefs, eBPF),\n\
 10 --fail-on found a leak or deadlock, 11 --fail-on found nothing but the command failed."
@@ -40,6 +40,11 @@ pub struct Cli {
     /// Trace this process and the processes it forks from now on (repeatable).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+
+    /// Trace every process on the system except leaktrace itself; each is picked up (with the
+    /// threads and fds /proc shows) at its first traced event.
+    #[arg(short, long, conflicts_with_all = ["pids", "command"])]
+    pub all: bool,
 
     /// Time between reports (e.g. 5, 5s, 500ms, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -140,5 +145,8 @@ mod tests {
         assert_eq!(cli.command, vec!["sleep", "--pid", "3"]);
         let cli = Cli::parse_from(["leaktrace", "--fail-on", "leak,deadlock", "--", "true"]);
         assert_eq!(cli.fail_on, vec![FailOn::Leak, FailOn::Deadlock]);
+        assert!(Cli::parse_from(["leaktrace", "--all"]).all);
+        assert!(Cli::try_parse_from(["leaktrace", "--all", "--pid", "1"]).is_err());
+        assert!(Cli::try_parse_from(["leaktrace", "--all", "--", "true"]).is_err());
     }
 }

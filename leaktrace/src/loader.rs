@@ -18,6 +18,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/le
 pub struct LoadOptions {
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_bytes: u32,
+    /// Trace every process but leaktrace, not only the targets.
+    pub trace_all: bool,
+    /// The benchmark floor: the empty program `floor` on every tracepoint instead of the real
+    /// ones, so the kernel's cost of running a program there can be measured alone.
+    pub floor: bool,
 }
 
 /// A probe that is not running, and why.
@@ -77,9 +82,10 @@ fn kernel(what: impl std::fmt::Display) -> Failure {
 
 /// Reads this kernel's tracepoint layouts into the programs' configuration. A layout that is
 /// missing disables the probes that need it (listed in `skipped`) rather than failing.
-fn config(tracefs: &Tracefs, skipped: &mut Vec<Skipped>) -> Config {
+fn config(tracefs: &Tracefs, opts: &LoadOptions, skipped: &mut Vec<Skipped>) -> Config {
     let mut cfg = Config {
         tracer_tgid: std::process::id(),
+        trace_all: u32::from(opts.trace_all),
         exit_group_dead_off: u32::MAX,
         ..Config::default()
     };
@@ -157,7 +163,7 @@ fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoin
 impl Probes {
     pub fn load(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Self, Failure> {
         let mut skipped = Vec::new();
-        let cfg = config(tracefs, &mut skipped);
+        let cfg = config(tracefs, opts, &mut skipped);
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &cfg, true)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
@@ -178,6 +184,7 @@ impl Probes {
             if !tracefs.has_event(cat, name) {
                 return Err(format!("tracepoint {full} does not exist on this kernel"));
             }
+            let program = if opts.floor { "floor" } else { program };
             let prog = tracepoint(ebpf, program).map_err(|e| e.to_string())?;
             let id = prog
                 .attach(cat, name)
@@ -186,16 +193,21 @@ impl Probes {
             attached.push(full);
             Ok(())
         };
-        for program in [
-            "task_newtask",
-            "sched_process_exit",
-            "sched_process_exec",
-            "fd_syscall_enter",
-            "fd_syscall_exit",
-            "futex_enter",
-            "futex_waitv_enter",
-            "futex_exit",
-        ] {
+        let programs: &[&str] = if opts.floor {
+            &["floor"]
+        } else {
+            &[
+                "task_newtask",
+                "sched_process_exit",
+                "sched_process_exec",
+                "fd_syscall_enter",
+                "fd_syscall_exit",
+                "futex_enter",
+                "futex_waitv_enter",
+                "futex_exit",
+            ]
+        };
+        for &program in programs {
             tracepoint(&mut ebpf, program)?
                 .load()
                 .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;

@@ -311,9 +311,9 @@ fn resync(reader: &mut Reader, session: &mut Session, batch: &mut Vec<Result<Eve
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    if cli.pids.is_empty() && cli.command.is_empty() {
+    if cli.pids.is_empty() && cli.command.is_empty() && !cli.all {
         return Err(Failure::Usage(
-            "nothing to trace: give --pid PID (repeatable) or -- COMMAND [ARGS]".into(),
+            "nothing to trace: give --pid PID (repeatable), --all or -- COMMAND [ARGS]".into(),
         )
         .into());
     }
@@ -324,6 +324,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         &tracefs,
         &LoadOptions {
             ring_bytes: cli.ring_buffer_bytes,
+            trace_all: cli.all,
+            floor: false,
         },
     )?;
     let mut reader = Reader::new(probes.take_events().context("ring buffer taken twice")?)
@@ -371,7 +373,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         .collect();
     eprintln!(
         "leaktrace: tracing {} with {} probes attached, {} skipped; reports every {:?}, findings after {:?}",
-        traced.join(", "),
+        if cli.all {
+            "every process (system-wide)".to_owned()
+        } else {
+            traced.join(", ")
+        },
         session.probes.attached.len(),
         session.probes.skipped.len(),
         cli.interval,
@@ -417,7 +423,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             status = async { spawned.as_mut().map(|s| s.child.wait()).expect("guarded").await },
                 if spawned.is_some() => break Ending::CommandExited(status?),
         }
-        if spawned.is_none() && session.aggregator.live_pids().is_empty() {
+        if !cli.all && spawned.is_none() && session.aggregator.live_pids().is_empty() {
             break Ending::TargetsExited;
         }
     };
