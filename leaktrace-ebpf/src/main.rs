@@ -487,3 +487,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// The benchmark floor (`leaktrace __floor`, used by `cargo xtask bench`): attached in place of
+/// every program above, it measures what the kernel charges for running any program there.
+#[tracepoint]
+pub fn floor(_ctx: TracePointContext) -> u32 {
+    0
+}

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod decoder;
 pub mod event;
 pub mod failure;
+pub mod floor;
 pub mod folded;
 pub mod loader;
 pub mod lockowner;

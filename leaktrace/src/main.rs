@@ -1,12 +1,15 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use leaktrace::{cli::Cli, failure::Failure, runtime, target};
+use leaktrace::{cli::Cli, failure::Failure, floor, runtime, target};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == target::GATE_ARG) {
         return exit(target::gate_main(&args[2..]));
+    }
+    if args.get(1).is_some_and(|a| a == floor::FLOOR_ARG) {
+        return finish(floor::main());
     }
     let cli = Cli::parse();
     // One thread: the event loop is sequential by design, and fewer threads to exclude.
@@ -20,7 +23,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(runtime::run(cli)) {
+    finish(rt.block_on(runtime::run(cli)))
+}
+
+fn finish(result: anyhow::Result<i32>) -> ExitCode {
+    match result {
         Ok(code) => exit(code),
         Err(err) => {
             let code = err.downcast_ref::<Failure>().map_or(1, Failure::exit_code);
