@@ -1,4 +1,7 @@
-//! Everything that is not plain cargo: toolchain bootstrap, build, the demo run, the test suite.
+//! Everything that is not plain cargo: toolchain bootstrap, build, the demo run, the test suite,
+//! the benchmarks.
+
+mod bench;
 
 use std::{
     fs::File,
@@ -48,6 +51,9 @@ enum Task {
     },
     /// cargo fmt --check and clippy -D warnings on every crate, the eBPF one for its target.
     Lint,
+    /// Build, then measure leaktrace's overhead against no tracing, the empty-program floor and
+    /// bpftrace, its throughput and loss, and its memory (root; see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 /// bpf-linker release that links against the Rust toolchain's own LLVM (rustc 1.95: LLVM 22).
@@ -653,5 +659,6 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Gate { jobs } => gate(usize::from(jobs)),
         Task::Lint => lint(),
+        Task::Bench(args) => bench::bench(args),
     }
 }

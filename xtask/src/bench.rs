@@ -1,0 +1,738 @@
+//! `cargo xtask bench`: what leaktrace costs, measured side by side with the floor and bpftrace.
+//!
+//! - overhead: every workload of `leaktrace-workload` (tests/src/bin) runs `--rounds` times
+//!   under each [`Mode`], the modes alternating within a round so drift hits them alike. Per
+//!   workload: median ns/op with min–max per mode, and ratios of leaktrace (pid mode) to the
+//!   others from the same run, as ratios of the medians and as the min–max of per-round ratios.
+//! - throughput: the `fd-rate` generator at rising offered rates under `leaktrace --pid`: events
+//!   seen, lost records, leaktrace's CPU per million events and peak RSS.
+//! - memory: holder processes keep fds and threads; leaktrace's RSS against what it tracks; then
+//!   the aggregator alone fed 1M fds + 100k threads (the `aggregator_memory` bench).
+//!
+//! The workload runs on the last CPU and every tracer on CPU 0, so the tracer's userspace work
+//! is not charged to the workload's time (the kernel-side work is: that is the cost measured).
+//! Nothing here asserts a timing; it prints tables and writes target/bench/results.json.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::{json, Value};
+
+use crate::{ensure_apt_packages, target_dir, workspace};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Runs per workload and mode; medians and spreads are over these.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Sections to run (comma-separated; default all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+    /// A tenth of the work and one round: checks the harness works, not figures to quote.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Overhead,
+    Throughput,
+    Memory,
+}
+
+/// How a workload run is traced.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// (a) Nothing attached.
+    Untraced,
+    /// (b) The empty program on every tracepoint leaktrace uses (`leaktrace __floor`).
+    Floor,
+    /// (c) `leaktrace --pid <workload>`.
+    Pid,
+    /// (d) `leaktrace --all`.
+    SystemWide,
+    /// (e) bench.bt, the same state kept by bpftrace.
+    Bpftrace,
+}
+
+const MODES: [Mode; 5] = [
+    Mode::Untraced,
+    Mode::Floor,
+    Mode::Pid,
+    Mode::SystemWide,
+    Mode::Bpftrace,
+];
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Untraced => "untraced",
+            Mode::Floor => "floor",
+            Mode::Pid => "leaktrace-pid",
+            Mode::SystemWide => "leaktrace-all",
+            Mode::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// Workloads and their operations per run (about half a second untraced here).
+const WORKLOADS: &[(&str, u64)] = &[
+    ("open-close", 400_000),
+    ("socket-close", 200_000),
+    ("pipe-close", 200_000),
+    ("thread-spawn-join", 20_000),
+    ("futex-pingpong", 100_000),
+    ("mixed", 40_000),
+];
+
+/// Memory points: (fds, threads) in all, spread over holders of at most `FDS_PER_HOLDER` fds.
+const MEMORY_POINTS: &[(u64, u64)] = &[(9_000, 1_000), (90_000, 10_000), (1_000_000, 25_000)];
+/// Below the per-process fd limit of 20000 here, leaving room for the holder's own fds.
+const FDS_PER_HOLDER: u64 = 19_000;
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Env {
+    leaktrace: PathBuf,
+    workload: PathBuf,
+    script: PathBuf,
+    dir: PathBuf,
+    /// CPU lists for taskset: (workload, tracer); None on a single CPU.
+    cpus: Option<(String, String)>,
+}
+
+impl Env {
+    fn pinned(&self, program: &Path, tracer: bool) -> Command {
+        match &self.cpus {
+            Some((workload, tracer_cpu)) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", if tracer { tracer_cpu } else { workload }])
+                    .arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+}
+
+/// `key=value` fields of a line.
+fn fields(line: &str) -> BTreeMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect()
+}
+
+fn field<T: std::str::FromStr>(line: &str, key: &str) -> Result<T> {
+    fields(line)
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {key}= in {line:?}"))
+}
+
+/// A `leaktrace-workload` process between `ready` and its result.
+struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pid: u32,
+}
+
+impl Workload {
+    fn spawn(env: &Env, args: &[String]) -> Result<Self> {
+        let mut child = env
+            .pinned(&env.workload, false)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", env.workload.display()))?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().context("workload stdout")?);
+        let ready = read_line(&mut stdout)?;
+        let pid = field(&ready, "pid").context("workload did not say ready")?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            pid,
+        })
+    }
+
+    fn start(&mut self) -> Result<()> {
+        writeln!(self.stdin.as_mut().context("workload stdin")?, "go")?;
+        Ok(())
+    }
+
+    /// The next line starting with `prefix`.
+    fn expect(&mut self, prefix: &str) -> Result<String> {
+        loop {
+            let line = read_line(&mut self.stdout)?;
+            if line.starts_with(prefix) {
+                return Ok(line);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait()?;
+        ensure!(status.success(), "workload failed: {status}");
+        Ok(())
+    }
+}
+
+fn read_line(r: &mut impl std::io::BufRead) -> Result<String> {
+    let mut line = String::new();
+    ensure!(r.read_line(&mut line)? > 0, "unexpected end of output");
+    Ok(line.trim_end().to_owned())
+}
+
+/// CPU time and peak RSS of a reaped child.
+struct Usage {
+    cpu_s: f64,
+    max_rss_kib: u64,
+}
+
+/// Waits for `child` up to `timeout` (then SIGKILL) and returns its resource usage.
+fn reap(child: &mut Child, timeout: Duration) -> Result<Usage> {
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data the kernel fills in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; the pointers are valid for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        ensure!(r >= 0, "wait4({pid}): {}", std::io::Error::last_os_error());
+        if r == pid {
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            return Ok(Usage {
+                cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+                max_rss_kib: usage.ru_maxrss as u64,
+            });
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            bail!("pid {pid} did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: signals our own, not yet reaped, child.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
+/// A tracer attached to a workload, from attach to its final report.
+struct Tracer {
+    mode: Mode,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// leaktrace's JSON lines report.
+    report: PathBuf,
+}
+
+/// What a tracer saw, from leaktrace's final report (bpftrace and the floor report nothing).
+#[derive(Default)]
+struct Seen {
+    events: u64,
+    lost: u64,
+    usage: Option<Usage>,
+}
+
+impl Tracer {
+    /// Starts the tracer for `mode` on `pids` and returns once it is attached; None untraced.
+    fn attach(env: &Env, mode: Mode, pids: &[u32], extra: &[&str]) -> Result<Option<Self>> {
+        let log = env.dir.join(format!("{}.log", mode.name()));
+        let report = env.dir.join(format!("{}.jsonl", mode.name()));
+        let (mut cmd, ready) = match mode {
+            Mode::Untraced => return Ok(None),
+            Mode::Floor => {
+                let mut cmd = env.pinned(&env.leaktrace, true);
+                cmd.arg("__floor");
+                (cmd, "attached ")
+            }
+            Mode::Pid | Mode::SystemWide => {
+                let mut cmd = env.pinned(&env.leaktrace, true);
+                cmd.args(["--format", "json", "--interval", "1s", "-o"])
+                    .arg(&report)
+                    .args(extra);
+                if mode == Mode::Pid {
+                    for pid in pids {
+                        cmd.args(["--pid", &pid.to_string()]);
+                    }
+                } else {
+                    cmd.arg("--all");
+                }
+                (cmd, "leaktrace: tracing ")
+            }
+            Mode::Bpftrace => {
+                let mut cmd = env.pinned(Path::new("bpftrace"), true);
+                cmd.arg(&env.script).arg(pids[0].to_string());
+                (cmd, "attached")
+            }
+        };
+        let out = File::create(&log)?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {cmd:?}"))?;
+        let stdin = child.stdin.take();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().any(|l| l.starts_with(ready)) {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited before attaching ({status}):\n{text}",
+                    mode.name()
+                );
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                bail!(
+                    "{} did not attach within {START_TIMEOUT:?}:\n{text}",
+                    mode.name()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Some(Self {
+            mode,
+            child,
+            stdin,
+            report,
+        }))
+    }
+
+    /// Stops the tracer (leaktrace --pid stops by itself once its targets exit) and reads what
+    /// it saw.
+    fn stop(mut self) -> Result<Seen> {
+        match self.mode {
+            Mode::Floor => drop(self.stdin.take()),
+            Mode::SystemWide | Mode::Bpftrace => signal(&self.child, libc::SIGINT),
+            Mode::Pid | Mode::Untraced => {}
+        }
+        let usage = reap(&mut self.child, Duration::from_secs(60))?;
+        let mut seen = Seen::default();
+        if matches!(self.mode, Mode::Pid | Mode::SystemWide) {
+            let health = last_of_type(&self.report, "health")?
+                .with_context(|| format!("no health line in {}", self.report.display()))?;
+            seen.events = health["events"].as_u64().context("health.events")?;
+            seen.lost = health["lost_events"]
+                .as_u64()
+                .context("health.lost_events")?;
+        }
+        seen.usage = Some(usage);
+        Ok(seen)
+    }
+}
+
+/// The JSON lines of leaktrace's report file.
+fn report_lines(path: &Path) -> Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad JSON line {l:?}")))
+        .collect()
+}
+
+fn last_of_type(path: &Path, kind: &str) -> Result<Option<Value>> {
+    Ok(report_lines(path)?
+        .into_iter()
+        .rev()
+        .find(|v| v["type"] == kind))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// One timed run of `workload` under `mode`: ns per operation and leaktrace's counts.
+fn run_workload(env: &Env, workload: &str, ops: u64, mode: Mode) -> Result<(f64, Seen)> {
+    let mut w = Workload::spawn(env, &[workload.into(), "--ops".into(), ops.to_string()])?;
+    let tracer = Tracer::attach(env, mode, &[w.pid], &[])?;
+    w.start()?;
+    let result = w.expect("result ")?;
+    w.finish()?;
+    let seen = tracer.map(Tracer::stop).transpose()?.unwrap_or_default();
+    if mode == Mode::Pid {
+        ensure!(
+            seen.events > 0,
+            "leaktrace --pid saw no events of {workload}"
+        );
+    }
+    Ok((field(&result, "ns_per_op")?, seen))
+}
+
+fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
+    let mut out = Vec::new();
+    println!("\n## Overhead: ns per operation, median [min–max] of {rounds} alternating rounds\n");
+    println!(
+        "| workload | {} | pid/untraced | pid/floor | pid/bpftrace | added: pid/floor | added: pid/bpftrace | lost |",
+        MODES.map(Mode::name).join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(MODES.len() + 6));
+    for &(workload, ops) in WORKLOADS {
+        let ops = (ops / scale).max(1);
+        let mut ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut lost = 0;
+        for round in 0..rounds {
+            // Rotate the order each round: no mode always runs first (cold) or last.
+            for i in 0..MODES.len() {
+                let mode = MODES[(i + round) % MODES.len()];
+                let (ns_per_op, seen) = run_workload(env, workload, ops, mode)
+                    .with_context(|| format!("{workload} under {}", mode.name()))?;
+                lost += seen.lost;
+                ns.entry(mode.name()).or_default().push(ns_per_op);
+                eprintln!(
+                    "bench: {workload} round {} {}: {ns_per_op:.1} ns/op",
+                    round + 1,
+                    mode.name()
+                );
+            }
+        }
+        let med = |m: Mode| median(&ns[m.name()]);
+        // Per-round ratios: the rounds pair runs made close together.
+        let per_round = |m: Mode| -> Vec<f64> {
+            ns[Mode::Pid.name()]
+                .iter()
+                .zip(&ns[m.name()])
+                .map(|(p, o)| p / o)
+                .collect()
+        };
+        let ratio = |m: Mode| {
+            let (lo, hi) = min_max(&per_round(m));
+            (med(Mode::Pid) / med(m), lo, hi)
+        };
+        let base = med(Mode::Untraced);
+        let added = |m: Mode| med(m) - base;
+        let cells: Vec<String> = MODES
+            .iter()
+            .map(|&m| {
+                let (lo, hi) = min_max(&ns[m.name()]);
+                format!("{:.0} [{lo:.0}–{hi:.0}]", med(m))
+            })
+            .collect();
+        let ratio_cell = |m: Mode| {
+            let (r, lo, hi) = ratio(m);
+            format!("{r:.2}× [{lo:.2}–{hi:.2}]")
+        };
+        println!(
+            "| {workload} | {} | {} | {} | {} | {:.2}× | {:.2}× | {lost} |",
+            cells.join(" | "),
+            ratio_cell(Mode::Untraced),
+            ratio_cell(Mode::Floor),
+            ratio_cell(Mode::Bpftrace),
+            added(Mode::Pid) / added(Mode::Floor),
+            added(Mode::Pid) / added(Mode::Bpftrace),
+        );
+        let modes: serde_json::Map<String, Value> = MODES
+            .iter()
+            .map(|&m| {
+                let (lo, hi) = min_max(&ns[m.name()]);
+                (
+                    m.name().to_owned(),
+                    json!({"median_ns": med(m), "min_ns": lo, "max_ns": hi, "runs_ns": ns[m.name()], "added_ns": added(m)}),
+                )
+            })
+            .collect();
+        let ratio_json = |m: Mode| {
+            let (r, lo, hi) = ratio(m);
+            json!({"median": r, "min": lo, "max": hi})
+        };
+        out.push(json!({
+            "workload": workload,
+            "ops": ops,
+            "modes": modes,
+            "pid_over_untraced": ratio_json(Mode::Untraced),
+            "pid_over_floor": ratio_json(Mode::Floor),
+            "pid_over_bpftrace": ratio_json(Mode::Bpftrace),
+            "added_pid_over_added_floor": added(Mode::Pid) / added(Mode::Floor),
+            "added_pid_over_added_bpftrace": added(Mode::Pid) / added(Mode::Bpftrace),
+            "leaktrace_lost": lost,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// The throughput section's runs: (offered events/s, 0 for as fast as the generator goes;
+/// leaktrace's ring buffer bytes). The last one overloads a small ring on purpose: loss must be
+/// counted and shown, and the tracer must stay up.
+const THROUGHPUT_RUNS: &[(u64, u32)] = &[
+    (100_000, DEFAULT_RING),
+    (250_000, DEFAULT_RING),
+    (500_000, DEFAULT_RING),
+    (750_000, DEFAULT_RING),
+    (1_000_000, DEFAULT_RING),
+    (0, DEFAULT_RING),
+    (0, 64 << 10),
+];
+const DEFAULT_RING: u32 = 8 << 20;
+
+fn throughput(env: &Env, seconds: f64, runs: &[(u64, u32)]) -> Result<Value> {
+    let mut out = Vec::new();
+    println!(
+        "\n## Throughput: fd-rate generator (dup+close) under leaktrace --pid, {seconds} s per rate\n"
+    );
+    println!("| offered ev/s | ring KiB | generated | achieved ev/s | events seen | lost | leaktrace CPU s / M events | leaktrace peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &(rate, ring) in runs {
+        let mut w = Workload::spawn(
+            env,
+            &[
+                "fd-rate".into(),
+                "--rate".into(),
+                rate.to_string(),
+                "--seconds".into(),
+                seconds.to_string(),
+            ],
+        )?;
+        let ring_arg = ring.to_string();
+        let tracer = Tracer::attach(
+            env,
+            Mode::Pid,
+            &[w.pid],
+            &["--ring-buffer-bytes", &ring_arg],
+        )?
+        .context("pid mode traces")?;
+        w.start()?;
+        let result = w.expect("result ")?;
+        w.finish()?;
+        let seen = tracer.stop()?;
+        let usage = seen.usage.context("usage")?;
+        let achieved: u64 = field(&result, "rate")?;
+        let generated: u64 = field(&result, "events")?;
+        let per_million = usage.cpu_s / (seen.events.max(1) as f64 / 1e6);
+        let offered = if rate == 0 {
+            "max".to_owned()
+        } else {
+            rate.to_string()
+        };
+        println!(
+            "| {offered} | {} | {generated} | {achieved} | {} | {} | {per_million:.2} | {:.1} |",
+            ring >> 10,
+            seen.events,
+            seen.lost,
+            usage.max_rss_kib as f64 / 1024.0
+        );
+        out.push(json!({
+            "offered_rate": rate,
+            "ring_bytes": ring,
+            "generated_events": generated,
+            "achieved_rate": achieved,
+            "events": seen.events,
+            "lost": seen.lost,
+            "leaktrace_cpu_s": usage.cpu_s,
+            "leaktrace_cpu_s_per_million_events": per_million,
+            "leaktrace_max_rss_kib": usage.max_rss_kib,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// VmRSS and VmHWM of a live process, KiB.
+fn rss_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let get = |key: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {key} in /proc/{pid}/status"))
+    };
+    Ok((get("VmRSS:")?, get("VmHWM:")?))
+}
+
+/// Threads and fds leaktrace's latest report says it tracks, summed over processes.
+fn tracked(report: &Path) -> Result<(u64, u64)> {
+    let lines = report_lines(report)?;
+    let seq = lines
+        .iter()
+        .filter(|v| v["type"] == "process")
+        .filter_map(|v| v["seq"].as_u64())
+        .max()
+        .context("no process lines in the report")?;
+    let (mut threads, mut fds) = (0, 0);
+    for v in lines
+        .iter()
+        .filter(|v| v["type"] == "process" && v["seq"] == seq)
+    {
+        threads += v["threads"].as_u64().unwrap_or(0);
+        fds += v["fds"]
+            .as_object()
+            .map_or(0, |kinds| kinds.values().filter_map(Value::as_u64).sum());
+    }
+    Ok((threads, fds))
+}
+
+fn memory(env: &Env, points: &[(u64, u64)]) -> Result<Value> {
+    let mut out = Vec::new();
+    println!("\n## Memory: leaktrace RSS against what it tracks (holder processes, real kernel)\n");
+    println!("| fds | threads | processes | tracked fds | tracked threads | lost | RSS MiB | peak RSS MiB | bytes/object |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &(fds, threads) in points {
+        let holders = fds.div_ceil(FDS_PER_HOLDER);
+        let mut ws = Vec::new();
+        for i in 0..holders {
+            let share = |total: u64| total / holders + u64::from(i < total % holders);
+            ws.push(Workload::spawn(
+                env,
+                &[
+                    "hold".into(),
+                    "--fds".into(),
+                    share(fds).to_string(),
+                    "--threads".into(),
+                    share(threads).to_string(),
+                ],
+            )?);
+        }
+        let pids: Vec<u32> = ws.iter().map(|w| w.pid).collect();
+        let tracer = Tracer::attach(env, Mode::Pid, &pids, &[])?.context("pid mode traces")?;
+        for w in &mut ws {
+            w.start()?;
+        }
+        for w in &mut ws {
+            w.expect("holding ")?;
+        }
+        // Two report intervals and a half: the last events drained and a /proc re-sync done.
+        std::thread::sleep(Duration::from_millis(2_500));
+        let (rss, hwm) = rss_kib(tracer.child.id())?;
+        let (t_threads, t_fds) = tracked(&tracer.report)?;
+        for w in ws {
+            w.finish()?;
+        }
+        let lost = tracer.stop()?.lost;
+        let per_object = rss as f64 * 1024.0 / (t_threads + t_fds).max(1) as f64;
+        println!(
+            "| {fds} | {threads} | {holders} | {t_fds} | {t_threads} | {lost} | {:.1} | {:.1} | {per_object:.0} |",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+        out.push(json!({
+            "fds": fds, "threads": threads, "processes": holders,
+            "tracked_fds": t_fds, "tracked_threads": t_threads, "lost": lost,
+            "rss_kib": rss, "peak_rss_kib": hwm, "bytes_per_object": per_object,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// The aggregator alone, fed synthetic events (leaktrace/benches/aggregator_memory.rs).
+fn aggregator_memory() -> Result<Value> {
+    let out = crate::output(crate::cargo().args([
+        "bench",
+        "--package",
+        "leaktrace",
+        "--bench",
+        "aggregator_memory",
+        "--",
+        "--json",
+    ]))?;
+    let points: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    println!("\n## Memory: the aggregator alone, synthetic events\n");
+    println!("| objects | fds | threads | processes | RSS MiB | bytes/object | events/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for p in &points {
+        println!(
+            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.0} |",
+            p["objects"],
+            p["fds"],
+            p["threads"],
+            p["processes"],
+            p["rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
+            p["bytes_per_object"].as_f64().unwrap_or(0.0),
+            p["events_per_s"].as_f64().unwrap_or(0.0),
+        );
+    }
+    Ok(Value::Array(points))
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    crate::build()?;
+    ensure!(
+        crate::is_root(),
+        "cargo xtask bench loads eBPF programs and needs root (sudo -E cargo xtask bench)"
+    );
+    ensure_apt_packages(&[("bpftrace", "bpftrace")])?;
+    let bin = target_dir();
+    let dir = workspace().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let script = dir.join("leaktrace.bt");
+    std::fs::write(&script, include_str!("bench.bt"))?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let env = Env {
+        leaktrace: bin.join("leaktrace"),
+        workload: bin.join("leaktrace-workload"),
+        script,
+        dir: dir.clone(),
+        cpus: (cpus > 1).then(|| ((cpus - 1).to_string(), "0".to_owned())),
+    };
+    let all = args.only.is_empty();
+    let runs = |s: Section| all || args.only.contains(&s);
+    let (rounds, scale) = if args.quick {
+        (1, 10)
+    } else {
+        (args.rounds, 1)
+    };
+    let mut results = json!({
+        "kernel": crate::output(Command::new("uname").arg("-r"))?.trim(),
+        "cpus": cpus,
+        "quick": args.quick,
+        "rounds": rounds,
+    });
+    if runs(Section::Overhead) {
+        results["overhead"] = overhead(&env, rounds.max(1), scale)?;
+    }
+    if runs(Section::Throughput) {
+        let (seconds, runs) = if args.quick {
+            (1.0, &THROUGHPUT_RUNS[THROUGHPUT_RUNS.len() - 2..])
+        } else {
+            (3.0, THROUGHPUT_RUNS)
+        };
+        results["throughput"] = throughput(&env, seconds, runs)?;
+    }
+    if runs(Section::Memory) {
+        let points = if args.quick {
+            &MEMORY_POINTS[..1]
+        } else {
+            MEMORY_POINTS
+        };
+        results["memory"] = memory(&env, points)?;
+        results["aggregator_memory"] = aggregator_memory()?;
+    }
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    eprintln!("bench: results in {}", path.display());
+    Ok(())
+}
