@@ -388,6 +388,10 @@ pub struct Config {
     pub syscall_ret_off: u32,
     /// Offset of `args[0]` in `sys_enter_*` (each argument is 8 bytes).
     pub syscall_args_off: u32,
+    /// Records wake the reader only once this many bytes wait in the ring buffer; the reader
+    /// also drains on a short timer (see `wakeup_bytes` in the loader).
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 /// `futex(2)` commands that put the caller to sleep (the command is `op & FUTEX_CMD_MASK`).

@@ -19,7 +19,7 @@ use crate::{
     event::Event,
     failure::Failure,
     folded,
-    loader::{LoadOptions, Probes},
+    loader::{self, LoadOptions, Probes},
     model::{Finding, ProcessSummary, Snapshot, StackRef},
     preflight, procfs,
     reader::Reader,
@@ -399,6 +399,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_ticker = tokio::time::interval(loader::DRAIN_EVERY);
+    drain_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(cli.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -410,6 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 drained.context("reading the ring buffer")?;
                 session.apply(&mut batch);
             }
+            _ = drain_ticker.tick() => drain_now(&mut reader, &mut session, &mut batch),
             _ = ticker.tick() => {
                 resync(&mut reader, &mut session, &mut batch);
                 session.scan_waits(min_wait_ns);
