@@ -104,12 +104,18 @@ fn header(kind: EventKind, probe: u16, tgid: u32, tid: u32) -> EventHeader {
     }
 }
 
-/// Submit flags: wake the reader only once `wakeup_bytes` wait. By default every record that
-/// finds the reader caught up wakes it (an irq_work, then an IPI to the reader's CPU), which
-/// cost the traced thread more than the record itself; the reader drains on a timer instead.
+/// Submit flags for a reserved record of type `T`: wake the reader only when this record takes
+/// the unread bytes past `wakeup_bytes`. By default every record that finds the reader caught
+/// up wakes it (an irq_work, then an IPI to the reader's CPU), which cost the traced thread more
+/// than the record itself; and waking on every record past the mark made each one pay an
+/// interrupt while the reader lagged. Whatever no wakeup announces, the reader's timer drains.
 #[inline(always)]
-fn wakeup() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= u64::from(config().wakeup_bytes) {
+fn wakeup<T>() -> u64 {
+    // Unread bytes include this reserved record and its 8-byte ring header.
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let mark = u64::from(config().wakeup_bytes);
+    let before = unread.saturating_sub(core::mem::size_of::<T>() as u64 + 8);
+    if before < mark && unread >= mark {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -122,7 +128,7 @@ fn emit<T: 'static>(probe: u16, event: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(event);
-            entry.submit(wakeup());
+            entry.submit(wakeup::<T>());
             count(probe, Counter::Emitted);
         }
         None => count(probe, Counter::RingFull),
@@ -430,7 +436,7 @@ fn emit_path(
         (*event).path_len = len as u16;
         (*event).truncated = truncated as u8;
     }
-    entry.submit(wakeup());
+    entry.submit(wakeup::<FdPathEvent>());
     count(probe, Counter::Emitted);
 }
 
