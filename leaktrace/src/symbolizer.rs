@@ -59,31 +59,73 @@ pub struct Symbolizer {
     order: VecDeque<StackRef>,
     interned: HashMap<Rc<[Site]>, u64>,
     unique: HashMap<u64, Unique>,
+    places: Places,
     next_id: u64,
     max_stacks: usize,
     stats: SymbolizerStats,
 }
 
-/// One captured address and where it was.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// One captured address and where it was. 24 bytes: the cache holds up to `MAX_STACKS`
+/// stacks of up to 127 frames (a frame-pointer walk through code without frame pointers runs
+/// that deep on garbage), and a site naming its place inline took 64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Site {
     /// As captured; what [`Frame::addr`] reports.
     addr: u64,
-    loc: Loc,
+    /// Offset into the file of a [`Place::File`]; 0 elsewhere.
+    offset: u64,
+    /// Index into [`Symbolizer::places`].
+    place: u32,
 }
+const _: () = assert!(std::mem::size_of::<Site>() == 24);
 
+/// Where an address was.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Loc {
+enum Place {
     /// Anonymous or JIT memory, an unmapped address, or the capture failed.
     Raw,
     /// In the vDSO, which has no file: blazesym names it while normalizing.
     Vdso(Rc<str>),
-    /// `offset` into the file mapped from `path`; `module` is None if it could not be opened.
+    /// In the file mapped from `path`; `module` is None if it could not be opened.
     File {
         path: Rc<str>,
         module: Option<ModuleId>,
-        offset: u64,
     },
+}
+
+/// [`Place::Raw`]'s index, reserved.
+const RAW: u32 = 0;
+
+/// Where addresses were, each stored once; sites name them by index. Places are few (the files
+/// mapped by traced processes, and the vDSO's functions) and never dropped.
+#[derive(Debug)]
+struct Places {
+    list: Vec<Place>,
+    ids: HashMap<Place, u32>,
+}
+
+impl Places {
+    fn new() -> Self {
+        Self {
+            list: vec![Place::Raw],
+            ids: HashMap::from([(Place::Raw, RAW)]),
+        }
+    }
+
+    /// The index of `place`, stored on first sight.
+    fn id(&mut self, place: Place) -> u32 {
+        if let Some(&id) = self.ids.get(&place) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        self.list.push(place.clone());
+        self.ids.insert(place, id);
+        id
+    }
+
+    fn of(&self, site: &Site) -> &Place {
+        self.list.get(site.place as usize).unwrap_or(&Place::Raw)
+    }
 }
 
 /// A deduplicated address list and, once asked for, its frames.
@@ -114,6 +156,9 @@ struct Module {
     _file: File,
     /// `/proc/self/fd/N` of that file: how blazesym, which wants a path, gets at it.
     src: PathBuf,
+    /// The path it was first seen mapped from, shared by every frame in it: one allocation
+    /// per module instead of one per frame.
+    path: Rc<str>,
     last_used: u64,
 }
 
@@ -124,10 +169,17 @@ impl Symbolizer {
 
     fn with_limits(max_stacks: usize, max_modules: usize) -> Self {
         Self {
-            // VMAs are read afresh on every capture: cached ones go stale on dlopen/munmap.
+            // VMAs are looked up afresh on every capture: cached ones go stale on
+            // dlopen/munmap. Where the kernel has the PROCMAP_QUERY ioctl (6.11+) each address
+            // is one query; otherwise all of /proc/PID/maps is read, which costs as much as the
+            // process has mappings (every thread stack is one): a process of 2000 threads made
+            // that 4000 lines per new stack and kept leaktrace busy for seconds.
             // Build ids are off: modules are identified by the open file itself, and reading
             // them would parse every ELF again on every capture.
             normalizer: Normalizer::builder()
+                .enable_procmap_query(
+                    blazesym::helper::is_procmap_query_supported().unwrap_or(false),
+                )
                 .enable_vma_caching(false)
                 .enable_build_ids(false)
                 .build(),
@@ -146,6 +198,7 @@ impl Symbolizer {
             order: VecDeque::new(),
             interned: HashMap::new(),
             unique: HashMap::new(),
+            places: Places::new(),
             next_id: 0,
             max_stacks: max_stacks.max(1),
             stats: SymbolizerStats::default(),
@@ -168,7 +221,8 @@ impl Symbolizer {
                 ips.iter()
                     .map(|&addr| Site {
                         addr,
-                        loc: Loc::Raw,
+                        offset: 0,
+                        place: RAW,
                     })
                     .collect()
             }
@@ -255,29 +309,32 @@ impl Symbolizer {
             .normalizer
             .normalize_user_addrs_opts(blaze_pid, &lookup, &opts)
             .ok()?;
-        let locs: Vec<Loc> = out
+        let places: Vec<u32> = out
             .meta
             .iter()
-            .map(|meta| match meta {
-                UserMeta::Elf(elf) => self.modules.open_mapped(pid, &elf.path),
-                UserMeta::Sym(sym) => Loc::Vdso(sym.name.as_ref().into()),
-                _ => Loc::Raw,
+            .map(|meta| {
+                let place = match meta {
+                    UserMeta::Elf(elf) => self.modules.open_mapped(pid, &elf.path),
+                    UserMeta::Sym(sym) => Place::Vdso(sym.name.as_ref().into()),
+                    _ => Place::Raw,
+                };
+                self.places.id(place)
             })
             .collect();
         let sites = ips
             .iter()
             .zip(&out.outputs)
             .map(|(&addr, &(offset, meta))| {
-                let loc = match locs.get(meta) {
-                    Some(Loc::File { path, module, .. }) => Loc::File {
-                        path: Rc::clone(path),
-                        module: *module,
-                        offset,
-                    },
-                    Some(loc) => loc.clone(),
-                    None => Loc::Raw,
+                let place = places.get(meta).copied().unwrap_or(RAW);
+                let offset = match self.places.list.get(place as usize) {
+                    Some(Place::File { .. }) => offset,
+                    _ => 0,
                 };
-                Site { addr, loc }
+                Site {
+                    addr,
+                    offset,
+                    place,
+                }
             })
             .collect();
         Some(sites)
@@ -287,10 +344,10 @@ impl Symbolizer {
         // One blazesym call per module: its lookups are per source.
         let mut by_module: HashMap<ModuleId, Vec<usize>> = HashMap::new();
         for (i, site) in sites.iter().enumerate() {
-            if let Loc::File {
+            if let Place::File {
                 module: Some(module),
                 ..
-            } = site.loc
+            } = *self.places.of(site)
             {
                 by_module.entry(module).or_default().push(i);
             }
@@ -299,17 +356,14 @@ impl Symbolizer {
         for (module, indices) in by_module {
             let offsets: Vec<u64> = indices
                 .iter()
-                .filter_map(|&i| match sites.get(i)?.loc {
-                    Loc::File { offset, .. } => Some(offset),
-                    _ => None,
-                })
+                .filter_map(|&i| Some(sites.get(i)?.offset))
                 .collect();
             let syms = self.modules.symbolize(module, &offsets);
             for (i, sym) in indices.into_iter().zip(syms) {
                 if let (Some(sym), Some(site), Some(slot)) =
                     (sym, sites.get(i), resolved.get_mut(i))
                 {
-                    *slot = Some(sym_frames(site, &sym));
+                    *slot = Some(sym_frames(site, self.places.of(site), &sym));
                 }
             }
         }
@@ -318,7 +372,7 @@ impl Symbolizer {
         for (site, resolved) in sites.iter().zip(resolved) {
             match resolved {
                 Some(resolved) => frames.extend(resolved),
-                None => frames.push(bare_frame(site)),
+                None => frames.push(bare_frame(site, self.places.of(site))),
             }
         }
         let symbolized = frames.iter().filter(|f| f.symbol.is_some()).count() as u64;
@@ -352,10 +406,10 @@ impl Default for Symbolizer {
 
 impl Modules {
     /// Opens the file behind `/proc/PID/map_files/START-END` (or finds it open already).
-    fn open_mapped(&mut self, pid: u32, map_file: &Path) -> Loc {
+    fn open_mapped(&mut self, pid: u32, map_file: &Path) -> Place {
         // Readable with ptrace access alone, unlike the file behind it.
         let Ok(target) = fs::read_link(map_file) else {
-            return Loc::Raw;
+            return Place::Raw;
         };
         let (path, deleted) = match target.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
             Some(path) => (Path::new(OsStr::from_bytes(path)), true),
@@ -376,27 +430,32 @@ impl Modules {
             let meta = file.metadata().ok()?;
             let id = (meta.dev(), meta.ino());
             self.clock += 1;
-            match self.open.entry(id) {
-                Entry::Occupied(mut open) => open.get_mut().last_used = self.clock,
+            let shared = match self.open.entry(id) {
+                Entry::Occupied(mut open) => {
+                    open.get_mut().last_used = self.clock;
+                    Rc::clone(&open.get().path)
+                }
                 Entry::Vacant(vacant) => {
+                    let path: Rc<str> = path.to_string_lossy().into();
                     vacant.insert(Module {
                         src: PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
                         _file: file,
+                        path: Rc::clone(&path),
                         last_used: self.clock,
                     });
+                    path
                 }
-            }
+            };
             while self.open.len() > self.max {
                 self.evict_lru();
             }
-            Some(id)
+            Some((id, shared))
         });
-        Loc::File {
-            path: path.to_string_lossy().into(),
-            module,
-            // Set per address by the caller.
-            offset: 0,
-        }
+        let (module, path) = match module {
+            Some((id, path)) => (Some(id), path),
+            None => (None, path.to_string_lossy().into()),
+        };
+        Place::File { path, module }
     }
 
     /// One entry per offset: None where the module is gone or has no symbol for it.
@@ -454,11 +513,11 @@ impl Modules {
     }
 }
 
-fn bare_frame(site: &Site) -> Frame {
-    let (symbol, module) = match &site.loc {
-        Loc::Raw => (None, None),
-        Loc::Vdso(name) => (Some(name.to_string()), None),
-        Loc::File { path, .. } => (None, Some(path.to_string())),
+fn bare_frame(site: &Site, place: &Place) -> Frame {
+    let (symbol, module) = match place {
+        Place::Raw => (None, None),
+        Place::Vdso(name) => (Some(name.to_string()), None),
+        Place::File { path, .. } => (None, Some(path.to_string())),
     };
     Frame {
         addr: site.addr,
@@ -471,9 +530,9 @@ fn bare_frame(site: &Site) -> Frame {
 
 /// The frames of one address: inlined callees innermost first, then the function containing
 /// the address. Each carries its own call-site line.
-fn sym_frames(site: &Site, sym: &Sym<'_>) -> Vec<Frame> {
-    let module = match &site.loc {
-        Loc::File { path, .. } => Some(path.to_string()),
+fn sym_frames(site: &Site, place: &Place, sym: &Sym<'_>) -> Vec<Frame> {
+    let module = match place {
+        Place::File { path, .. } => Some(path.to_string()),
         _ => None,
     };
     let frame = |name: &str, code: Option<&CodeInfo<'_>>| Frame {
@@ -668,9 +727,10 @@ mod tests {
     fn symbolizes_a_deleted_file_after_it_is_unmapped() {
         let mut sym = Symbolizer::new();
         sym.capture(this(1), &[probe_addr()]);
-        let offset = match sym.unique.values().next().map(|u| &u.sites[0].loc) {
-            Some(Loc::File { offset, .. }) => *offset,
-            loc => panic!("probe not in a file: {loc:?}"),
+        let site = sym.unique.values().next().map(|u| u.sites[0]);
+        let offset = match site.map(|site| (site, sym.places.of(&site))) {
+            Some((site, Place::File { .. })) => site.offset,
+            other => panic!("probe not in a file: {other:?}"),
         };
         // Map a copy of this executable, as a library would be, then delete the copy.
         let copy = std::env::temp_dir().join(format!("leaktrace-deleted-{}", std::process::id()));
