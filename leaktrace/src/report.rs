@@ -372,6 +372,10 @@ fn frame_line(frame: &Frame) -> String {
 
 /// Writes a report for people. `live`: stdout is a terminal, so each report replaces the last
 /// on screen, like top.
+/// Process lines a table shows at most: system-wide there are hundreds, and the ones holding
+/// the most come first.
+const TABLE_PROCESSES: usize = 20;
+
 pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Result<()> {
     if live {
         // Cursor home, clear screen.
@@ -397,7 +401,13 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
         let summary: Vec<String> = r.verdicts.iter().map(|(v, n)| format!("{n} {v}")).collect();
         writeln!(out, "  verdicts: {}", summary.join(", "))?;
     }
-    for p in &r.processes {
+    let mut processes: Vec<&ProcessSummary> = r.processes.iter().collect();
+    let hidden = processes.len().saturating_sub(TABLE_PROCESSES);
+    if hidden > 0 {
+        processes.sort_by_key(|p| std::cmp::Reverse(p.threads + p.fds.values().sum::<u64>()));
+        processes.truncate(TABLE_PROCESSES);
+    }
+    for p in processes {
         let fds: Vec<_> = p
             .fds
             .iter()
@@ -420,6 +430,12 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
             fds.join(", "),
             p.blocked_waiters,
             if p.exited { " (exited)" } else { "" }
+        )?;
+    }
+    if hidden > 0 {
+        writeln!(
+            out,
+            "  … and {hidden} more processes holding fewer threads and fds (--format json lists all)"
         )?;
     }
     if r.findings.is_empty() {
@@ -606,5 +622,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("socket 40"), "{text}");
+    }
+
+    #[test]
+    fn a_system_wide_table_shows_the_busiest_processes() {
+        let mut r = report();
+        let template = r.processes[0].clone();
+        r.processes = (0..TABLE_PROCESSES as u32 + 5)
+            .map(|i| ProcessSummary {
+                pid: 1000 + i,
+                threads: u64::from(i) + 1,
+                ..template.clone()
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_table(&mut out, &r, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let shown: Vec<&str> = text.lines().filter(|l| l.contains("  pid ")).collect();
+        assert_eq!(shown.len(), TABLE_PROCESSES, "{text}");
+        // The busiest (most threads here) first; the five idlest are summarised.
+        assert!(shown[0].contains("pid 1024"), "{text}");
+        assert!(!text.contains("pid 1004 "), "{text}");
+        assert!(text.contains("… and 5 more processes"), "{text}");
     }
 }
