@@ -93,7 +93,10 @@ const WORKLOADS: &[(&str, u64)] = &[
 ];
 
 /// Memory points: (fds, threads) in all, spread over holders of at most `FDS_PER_HOLDER` fds.
-const MEMORY_POINTS: &[(u64, u64)] = &[(9_000, 1_000), (90_000, 10_000), (1_000_000, 25_000)];
+const MEMORY_POINTS: &[(u64, u64)] = &[(9_000, 1_000), (90_000, 10_000), (1_000_000, 100_000)];
+/// 100k threads need more pids than the 32768 a 2-CPU kernel defaults to: pid_max is raised to
+/// this for the memory section, and restored after.
+const MEMORY_PID_MAX: u64 = 4_194_304;
 /// Below the per-process fd limit of 20000 here, leaving room for the holder's own fds.
 const FDS_PER_HOLDER: u64 = 19_000;
 
@@ -250,7 +253,7 @@ struct Seen {
 
 impl Tracer {
     /// Starts the tracer for `mode` on `pids` and returns once it is attached; None untraced.
-    fn attach(env: &Env, mode: Mode, pids: &[u32], extra: &[&str]) -> Result<Option<Self>> {
+    fn attach(env: &Env, mode: Mode, pids: &[u32]) -> Result<Option<Self>> {
         let log = env.dir.join(format!("{}.log", mode.name()));
         let report = env.dir.join(format!("{}.jsonl", mode.name()));
         let (mut cmd, ready) = match mode {
@@ -263,8 +266,7 @@ impl Tracer {
             Mode::Pid | Mode::SystemWide => {
                 let mut cmd = env.pinned(&env.leaktrace, true);
                 cmd.args(["--format", "json", "--interval", "1s", "-o"])
-                    .arg(&report)
-                    .args(extra);
+                    .arg(&report);
                 if mode == Mode::Pid {
                     for pid in pids {
                         cmd.args(["--pid", &pid.to_string()]);
@@ -276,7 +278,10 @@ impl Tracer {
             }
             Mode::Bpftrace => {
                 let mut cmd = env.pinned(Path::new("bpftrace"), true);
-                cmd.arg(&env.script).arg(pids[0].to_string());
+                // Paths as long as bpftrace 0.17 allows, like leaktrace's.
+                cmd.env("BPFTRACE_STRLEN", "200")
+                    .arg(&env.script)
+                    .arg(pids[0].to_string());
                 (cmd, "attached")
             }
         };
@@ -377,7 +382,7 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 /// One timed run of `workload` under `mode`: ns per operation and leaktrace's counts.
 fn run_workload(env: &Env, workload: &str, ops: u64, mode: Mode) -> Result<(f64, Seen)> {
     let mut w = Workload::spawn(env, &[workload.into(), "--ops".into(), ops.to_string()])?;
-    let tracer = Tracer::attach(env, mode, &[w.pid], &[])?;
+    let tracer = Tracer::attach(env, mode, &[w.pid])?;
     w.start()?;
     let result = w.expect("result ")?;
     w.finish()?;
@@ -483,27 +488,28 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
 }
 
 /// The throughput section's runs: (offered events/s, 0 for as fast as the generator goes;
-/// leaktrace's ring buffer bytes). The last one overloads a small ring on purpose: loss must be
-/// counted and shown, and the tracer must stay up.
-const THROUGHPUT_RUNS: &[(u64, u32)] = &[
-    (100_000, DEFAULT_RING),
-    (250_000, DEFAULT_RING),
-    (500_000, DEFAULT_RING),
-    (750_000, DEFAULT_RING),
-    (1_000_000, DEFAULT_RING),
-    (0, DEFAULT_RING),
-    (0, 64 << 10),
+/// whether leaktrace is stopped (SIGSTOP) for [`STALL`] mid-run). The stalled run overflows the
+/// ring on purpose, as a descheduled reader would: the loss must be counted and shown, every
+/// generated event either seen or counted lost, and the tracer must carry on.
+const THROUGHPUT_RUNS: &[(u64, bool)] = &[
+    (100_000, false),
+    (250_000, false),
+    (500_000, false),
+    (750_000, false),
+    (1_000_000, false),
+    (0, false),
+    (0, true),
 ];
-const DEFAULT_RING: u32 = 8 << 20;
+const STALL: Duration = Duration::from_secs(1);
 
-fn throughput(env: &Env, seconds: f64, runs: &[(u64, u32)]) -> Result<Value> {
+fn throughput(env: &Env, seconds: f64, runs: &[(u64, bool)]) -> Result<Value> {
     let mut out = Vec::new();
     println!(
         "\n## Throughput: fd-rate generator (dup+close) under leaktrace --pid, {seconds} s per rate\n"
     );
-    println!("| offered ev/s | ring KiB | generated | achieved ev/s | events seen | lost | leaktrace CPU s / M events | leaktrace peak RSS MiB |");
+    println!("| offered ev/s | reader stalled | generated | achieved ev/s | events seen | lost | leaktrace CPU s / M events | leaktrace peak RSS MiB |");
     println!("|---|---|---|---|---|---|---|---|");
-    for &(rate, ring) in runs {
+    for &(rate, stall) in runs {
         let mut w = Workload::spawn(
             env,
             &[
@@ -514,21 +520,27 @@ fn throughput(env: &Env, seconds: f64, runs: &[(u64, u32)]) -> Result<Value> {
                 seconds.to_string(),
             ],
         )?;
-        let ring_arg = ring.to_string();
-        let tracer = Tracer::attach(
-            env,
-            Mode::Pid,
-            &[w.pid],
-            &["--ring-buffer-bytes", &ring_arg],
-        )?
-        .context("pid mode traces")?;
+        let tracer = Tracer::attach(env, Mode::Pid, &[w.pid])?.context("pid mode traces")?;
         w.start()?;
+        if stall {
+            std::thread::sleep(Duration::from_millis(300));
+            signal(&tracer.child, libc::SIGSTOP);
+            std::thread::sleep(STALL);
+            signal(&tracer.child, libc::SIGCONT);
+        }
         let result = w.expect("result ")?;
         w.finish()?;
         let seen = tracer.stop()?;
         let usage = seen.usage.context("usage")?;
         let achieved: u64 = field(&result, "rate")?;
         let generated: u64 = field(&result, "events")?;
+        // Nothing silently lost: every generated event was seen or counted lost.
+        ensure!(
+            seen.events + seen.lost >= generated,
+            "{generated} events generated, {} seen + {} counted lost",
+            seen.events,
+            seen.lost
+        );
         let per_million = usage.cpu_s / (seen.events.max(1) as f64 / 1e6);
         let offered = if rate == 0 {
             "max".to_owned()
@@ -537,14 +549,14 @@ fn throughput(env: &Env, seconds: f64, runs: &[(u64, u32)]) -> Result<Value> {
         };
         println!(
             "| {offered} | {} | {generated} | {achieved} | {} | {} | {per_million:.2} | {:.1} |",
-            ring >> 10,
+            if stall { "1 s" } else { "no" },
             seen.events,
             seen.lost,
             usage.max_rss_kib as f64 / 1024.0
         );
         out.push(json!({
             "offered_rate": rate,
-            "ring_bytes": ring,
+            "reader_stalled_s": if stall { STALL.as_secs_f64() } else { 0.0 },
             "generated_events": generated,
             "achieved_rate": achieved,
             "events": seen.events,
@@ -572,13 +584,20 @@ fn rss_kib(pid: u32) -> Result<(u64, u64)> {
 
 /// Threads and fds leaktrace's latest report says it tracks, summed over processes.
 fn tracked(report: &Path) -> Result<(u64, u64)> {
-    let lines = report_lines(report)?;
-    let seq = lines
+    // Read while leaktrace writes it: the last line may be partial.
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let Some(seq) = lines
         .iter()
         .filter(|v| v["type"] == "process")
         .filter_map(|v| v["seq"].as_u64())
         .max()
-        .context("no process lines in the report")?;
+    else {
+        return Ok((0, 0));
+    };
     let (mut threads, mut fds) = (0, 0);
     for v in lines
         .iter()
@@ -592,11 +611,38 @@ fn tracked(report: &Path) -> Result<(u64, u64)> {
     Ok((threads, fds))
 }
 
+/// A sysctl set for a while: the old value comes back on drop.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    /// Raises the value at `path` to at least `min`.
+    fn at_least(path: &'static str, min: u64) -> Result<Self> {
+        let old = std::fs::read_to_string(path)?.trim().to_owned();
+        if old.parse::<u64>().is_ok_and(|v| v < min) {
+            std::fs::write(path, min.to_string())
+                .with_context(|| format!("cannot raise {path}"))?;
+        }
+        Ok(Self { path, old })
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(self.path, &self.old) {
+            eprintln!("bench: cannot restore {} to {}: {e}", self.path, self.old);
+        }
+    }
+}
+
 fn memory(env: &Env, points: &[(u64, u64)]) -> Result<Value> {
+    let _pid_max = Sysctl::at_least("/proc/sys/kernel/pid_max", MEMORY_PID_MAX)?;
     let mut out = Vec::new();
     println!("\n## Memory: leaktrace RSS against what it tracks (holder processes, real kernel)\n");
-    println!("| fds | threads | processes | tracked fds | tracked threads | lost | RSS MiB | peak RSS MiB | bytes/object |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| fds | threads | processes | tracked fds | tracked threads | lost | idle RSS MiB | RSS MiB | peak RSS MiB | bytes/object over idle |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &(fds, threads) in points {
         let holders = fds.div_ceil(FDS_PER_HOLDER);
         let mut ws = Vec::new();
@@ -614,39 +660,51 @@ fn memory(env: &Env, points: &[(u64, u64)]) -> Result<Value> {
             )?);
         }
         let pids: Vec<u32> = ws.iter().map(|w| w.pid).collect();
-        let tracer = Tracer::attach(env, Mode::Pid, &pids, &[])?.context("pid mode traces")?;
+        let tracer = Tracer::attach(env, Mode::Pid, &pids)?.context("pid mode traces")?;
+        let (idle_rss, _) = rss_kib(tracer.child.id())?;
         for w in &mut ws {
             w.start()?;
         }
         for w in &mut ws {
             w.expect("holding ")?;
         }
-        // Two report intervals and a half: the last events drained and a /proc re-sync done.
-        std::thread::sleep(Duration::from_millis(2_500));
+        // Until a report shows them all tracked (the last events drained, or a /proc re-sync
+        // found what the ring lost), then RSS.
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (t_threads, t_fds) = loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let seen = tracked(&tracer.report)?;
+            if seen.0 >= threads && seen.1 >= fds || Instant::now() > deadline {
+                break seen;
+            }
+        };
         let (rss, hwm) = rss_kib(tracer.child.id())?;
-        let (t_threads, t_fds) = tracked(&tracer.report)?;
         for w in ws {
             w.finish()?;
         }
         let lost = tracer.stop()?.lost;
-        let per_object = rss as f64 * 1024.0 / (t_threads + t_fds).max(1) as f64;
+        let per_object =
+            rss.saturating_sub(idle_rss) as f64 * 1024.0 / (t_threads + t_fds).max(1) as f64;
         println!(
-            "| {fds} | {threads} | {holders} | {t_fds} | {t_threads} | {lost} | {:.1} | {:.1} | {per_object:.0} |",
+            "| {fds} | {threads} | {holders} | {t_fds} | {t_threads} | {lost} | {:.1} | {:.1} | {:.1} | {per_object:.0} |",
+            idle_rss as f64 / 1024.0,
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0
         );
         out.push(json!({
             "fds": fds, "threads": threads, "processes": holders,
             "tracked_fds": t_fds, "tracked_threads": t_threads, "lost": lost,
-            "rss_kib": rss, "peak_rss_kib": hwm, "bytes_per_object": per_object,
+            "idle_rss_kib": idle_rss, "rss_kib": rss, "peak_rss_kib": hwm,
+            "bytes_per_object_over_idle": per_object,
         }));
     }
     Ok(Value::Array(out))
 }
 
 /// The aggregator alone, fed synthetic events (leaktrace/benches/aggregator_memory.rs).
-fn aggregator_memory() -> Result<Value> {
-    let out = crate::output(crate::cargo().args([
+fn aggregator_memory(quick: bool) -> Result<Value> {
+    let mut cmd = crate::cargo();
+    cmd.args([
         "bench",
         "--package",
         "leaktrace",
@@ -654,7 +712,11 @@ fn aggregator_memory() -> Result<Value> {
         "aggregator_memory",
         "--",
         "--json",
-    ]))?;
+    ]);
+    if quick {
+        cmd.args(["--points", "10000,100000"]);
+    }
+    let out = crate::output(&mut cmd)?;
     let points: Vec<Value> = out
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -729,7 +791,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             MEMORY_POINTS
         };
         results["memory"] = memory(&env, points)?;
-        results["aggregator_memory"] = aggregator_memory()?;
+        results["aggregator_memory"] = aggregator_memory(args.quick)?;
     }
     let path = dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;

@@ -14,7 +14,8 @@
 //!
 //! stdout, one flushed line each: `ready pid=<pid>` once setup is done (helper threads started,
 //! source fds opened, limits raised); then the workload waits for one line (or EOF) on stdin, so
-//! the harness can attach a tracer first, runs, prints its result line and exits 0. Errors: a
+//! the harness can attach a tracer first, runs, prints its result line, waits for another line
+//! (or EOF) so the harness can read the tracer's state first, and exits 0. Errors: a
 //! message on stderr, exit 1. Usage errors: exit 2.
 //!
 //! # Timed workloads
@@ -814,14 +815,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(&'static Worklo
 
 fn run(workload: &Workload, run: Run) -> io::Result<()> {
     match run {
-        Run::Timed { ops, pingpong, op } => run_timed(workload, ops, pingpong, op),
+        Run::Timed { ops, pingpong, op } => run_timed(workload, ops, pingpong, op)?,
         Run::FdRate {
             rate,
             slices,
             threads,
-        } => run_fd_rate(rate, slices, threads),
-        Run::Hold { fds, threads } => run_hold(fds, threads),
+        } => run_fd_rate(rate, slices, threads)?,
+        Run::Hold { fds, threads } => return run_hold(fds, threads),
     }
+    // Still traced while the harness reads the tracer's state; it then closes stdin.
+    wait_for_line();
+    Ok(())
 }
 
 #[inline(never)]
