@@ -45,11 +45,19 @@ pub struct ProbeCounters {
     pub waits_full: u64,
 }
 
+/// Time the kernel spent in one program, counted only while `kernel.bpf_stats_enabled` is 1
+/// (the counting itself costs two clock reads per run).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgramStats {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
 /// The loaded and attached probes and the maps userspace talks to.
 pub struct Probes {
-    /// Owns the programs and their links: dropping it detaches everything.
     /// The programs: kept loaded for as long as the links run them.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// One per attached tracepoint; see the Drop impl.
     links: Vec<TracePointLink>,
     events: Option<RingBuf<MapData>>,
@@ -307,7 +315,7 @@ impl Probes {
             counters: take_map(&mut ebpf, names::COUNTERS)?,
             targets: take_map(&mut ebpf, names::TARGETS)?,
             waits: take_map(&mut ebpf, names::WAITS)?,
-            _ebpf: ebpf,
+            ebpf,
             links,
             attached,
             skipped,
@@ -340,6 +348,22 @@ impl Probes {
         let by_tid: std::collections::BTreeMap<u32, InFlightWait> =
             self.waits.iter().map_while(Result::ok).collect();
         by_tid.into_iter().collect()
+    }
+
+    /// Run counts and times of the programs that ran; empty unless the kernel counts them
+    /// (`sysctl kernel.bpf_stats_enabled=1`).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                (info.run_count() > 0).then(|| ProgramStats {
+                    name: name.to_owned(),
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
     }
 
     /// Per-probe kernel counters.

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, io::Write};
 use serde::Serialize;
 
 use crate::{
-    loader::{ProbeCounters, Skipped},
+    loader::{ProbeCounters, ProgramStats, Skipped},
     model::{
         FdKind, Finding, Frame, LeakDetail, OwnerSource, ProcessSummary, Resource, Trend, Verdict,
         WaiterDetail,
@@ -39,6 +39,9 @@ pub struct Health {
     /// Futex waits not tracked because the in-flight wait map was full.
     pub waits_full: u64,
     pub probes: Vec<ProbeCounters>,
+    /// Kernel time per program, when `kernel.bpf_stats_enabled` is 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgramStats>,
 }
 
 /// A finding with its symbolized stack.

@@ -168,6 +168,7 @@ impl Session {
             path_failures: sum(|p| p.path_failures),
             waits_full: sum(|p| p.waits_full),
             probes,
+            programs: self.probes.program_stats(),
         }
     }
 }

@@ -43,6 +43,7 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
     Overhead,
+    Profile,
     Throughput,
     Memory,
 }
@@ -249,6 +250,8 @@ struct Seen {
     events: u64,
     lost: u64,
     usage: Option<Usage>,
+    /// Per program {name, runs, run_ns}, when the kernel counted them.
+    programs: Vec<Value>,
 }
 
 impl Tracer {
@@ -339,6 +342,7 @@ impl Tracer {
             seen.lost = health["lost_events"]
                 .as_u64()
                 .context("health.lost_events")?;
+            seen.programs = health["programs"].as_array().cloned().unwrap_or_default();
         }
         seen.usage = Some(usage);
         Ok(seen)
@@ -483,6 +487,43 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
             "added_pid_over_added_bpftrace": added(Mode::Pid) / added(Mode::Bpftrace),
             "leaktrace_lost": lost,
         }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Where leaktrace's cost goes: each workload once under `leaktrace --pid` with the kernel
+/// counting time per program (`kernel.bpf_stats_enabled`, restored after). The rest of the
+/// added cost is the tracepoints' own, which the floor measures.
+fn profile(env: &Env, scale: u64) -> Result<Value> {
+    let _stats = Sysctl::at_least("/proc/sys/kernel/bpf_stats_enabled", 1)?;
+    let mut out = Vec::new();
+    println!("\n## Profile: kernel time in leaktrace's programs (leaktrace --pid, bpf_stats)\n");
+    println!("| workload | ns/op in programs | program: runs/op × ns/run |");
+    println!("|---|---|---|");
+    for &(workload, ops) in WORKLOADS {
+        let ops = (ops / scale).max(1);
+        let (_, seen) = run_workload(env, workload, ops, Mode::Pid)?;
+        let mut total = 0.0;
+        let mut parts = Vec::new();
+        for p in &seen.programs {
+            let (runs, run_ns) = (
+                p["runs"].as_u64().unwrap_or(0),
+                p["run_ns"].as_u64().unwrap_or(0),
+            );
+            // Programs that ran for other processes only (a handful of runs) are noise here.
+            if runs < ops / 10 {
+                continue;
+            }
+            total += run_ns as f64 / ops as f64;
+            parts.push(format!(
+                "{}: {:.2} × {:.0}",
+                p["name"].as_str().unwrap_or("?"),
+                runs as f64 / ops as f64,
+                run_ns as f64 / runs as f64
+            ));
+        }
+        println!("| {workload} | {total:.0} | {} |", parts.join(", "));
+        out.push(json!({"workload": workload, "ops": ops, "ns_per_op_in_programs": total, "programs": seen.programs}));
     }
     Ok(Value::Array(out))
 }
@@ -775,6 +816,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     });
     if runs(Section::Overhead) {
         results["overhead"] = overhead(&env, rounds.max(1), scale)?;
+    }
+    if runs(Section::Profile) {
+        results["profile"] = profile(&env, scale)?;
     }
     if runs(Section::Throughput) {
         let (seconds, runs) = if args.quick {
