@@ -115,7 +115,7 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::hint::black_box;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::mem;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -123,10 +123,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use leaktrace_tests::{await_sleep_in, close, gettid, lock, raise_fd_limit, say, sys};
 use libc::{c_int, c_void};
 
 /// Long-lived helpers a scenario needs, created before `ready` and never counted as leaked.
@@ -266,24 +267,6 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 // ---- syscall helpers ----
-
-/// Makes one libc call in a frame of its own (see "Stacks" above: this is the frame a walk from a
-/// frameless glibc wrapper loses) and turns -1 into an error that names the call and keeps the
-/// errno's `ErrorKind`. Checking the result after the call also keeps it from being a tail call.
-#[inline(never)]
-fn sys(what: &str, call: impl FnOnce() -> c_int) -> io::Result<c_int> {
-    let ret = call();
-    if ret == -1 {
-        let err = io::Error::last_os_error();
-        return Err(io::Error::new(err.kind(), format!("{what}: {err}")));
-    }
-    Ok(ret)
-}
-
-fn close(fd: RawFd) -> io::Result<()> {
-    // SAFETY: closes an fd this process created and owns exclusively.
-    sys("close", || unsafe { libc::close(fd) }).map(drop)
-}
 
 fn open_dev_null() -> io::Result<RawFd> {
     let flags = libc::O_RDONLY | libc::O_CLOEXEC;
@@ -577,12 +560,6 @@ fn pthread(what: &str, call: impl FnOnce() -> c_int) -> io::Result<()> {
     }
 }
 
-/// The kernel tid of the calling thread.
-fn gettid() -> libc::pid_t {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::gettid() }
-}
-
 /// Starts a std thread named `name` running `body`; returns its kernel tid once it runs.
 fn spawn_thread(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<libc::pid_t> {
     // Polled rather than waited for: the main thread makes no futex wait of its own.
@@ -615,47 +592,10 @@ fn report_errors(name: &str, body: impl FnOnce() -> io::Result<()>) {
     }
 }
 
-/// Whether thread `tid` of this process sleeps in syscall `nr`: /proc's `syscall` file names
-/// that syscall (it says `running` for a running thread) and its `stat` state is `S`.
-fn sleeps_in(tid: libc::pid_t, nr: libc::c_long) -> io::Result<bool> {
-    let gone = |err: io::Error| io::Error::new(err.kind(), format!("thread {tid} is gone: {err}"));
-    let syscall = fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).map_err(gone)?;
-    if syscall.split_whitespace().next() != Some(nr.to_string().as_str()) {
-        return Ok(false);
-    }
-    let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).map_err(gone)?;
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    Ok(state == Some("S"))
-}
-
 /// Waits until every thread in `tids` sleeps in a futex wait, so that once a scenario says
 /// `leaked`/`done`, /proc already shows its waiters.
 fn await_futex_sleep(tids: &[libc::pid_t]) -> io::Result<()> {
-    await_sleep_in(tids, libc::SYS_futex, "futex")
-}
-
-/// Waits until every thread in `tids` sleeps in syscall `nr` (named `name` in the error).
-fn await_sleep_in(tids: &[libc::pid_t], nr: libc::c_long, name: &str) -> io::Result<()> {
-    let deadline = Instant::now() + BLOCK_TIMEOUT;
-    for &tid in tids {
-        while !sleeps_in(tid, nr)? {
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("thread {tid} did not fall asleep in {name}"),
-                ));
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    Ok(())
-}
-
-/// Locks a std mutex, ignoring poison (no thread here panics while holding one).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    await_sleep_in(tids, libc::SYS_futex, "futex", BLOCK_TIMEOUT)
 }
 
 /// A condition that never comes true: waiters wait on `cv` while `open` is false.
@@ -1199,28 +1139,6 @@ impl ProcCounts {
     }
 }
 
-/// Raises the soft limit on open fds to at least `needed` (as far as the hard limit allows).
-fn raise_fd_limit(needed: usize) -> io::Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes `limit`.
-    sys("getrlimit", || unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit)
-    })?;
-    let needed = needed as libc::rlim_t;
-    if limit.rlim_cur >= needed {
-        return Ok(());
-    }
-    limit.rlim_cur = needed.min(limit.rlim_max);
-    // SAFETY: `limit` is initialised.
-    sys("setrlimit", || unsafe {
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit)
-    })
-    .map(drop)
-}
-
 /// The listener's address as a `sockaddr_in`.
 fn ipv4_address(listener: &TcpListener) -> io::Result<libc::sockaddr_in> {
     let SocketAddr::V4(addr) = listener.local_addr()? else {
@@ -1297,11 +1215,11 @@ fn stable_pool(fixture: &Fixture, opts: &Options) -> io::Result<usize> {
         .listener
         .as_ref()
         .expect("stable-pool sets up a listener");
-    raise_fd_limit(2 * opts.count + 64)?;
+    raise_fd_limit(2 * opts.count as u64 + 64)?;
     let before = ProcCounts::now()?;
     let sockets = open_connection_pool(listener, opts.count)?;
     let workers = start_worker_pool(POOL_WORKERS)?;
-    await_sleep_in(&workers, libc::SYS_ppoll, "ppoll")?;
+    await_sleep_in(&workers, libc::SYS_ppoll, "ppoll", BLOCK_TIMEOUT)?;
     before.await_more(sockets.len(), workers.len())?;
     Ok(sockets.len() + workers.len())
 }
@@ -1348,7 +1266,7 @@ fn burst_then_release(_: &Fixture, opts: &Options) -> io::Result<usize> {
             "--count must be at least 2: the threads wait on the burst's first pipe",
         ));
     }
-    raise_fd_limit(opts.count + 64)?;
+    raise_fd_limit(opts.count as u64 + 64)?;
     let before = ProcCounts::now()?;
     let [release, release_write] = new_pipe()?;
     let mut fds = vec![release, release_write];
@@ -1374,7 +1292,7 @@ fn burst_then_release(_: &Fixture, opts: &Options) -> io::Result<usize> {
         // gone, below; `wait_for_release` makes raw syscalls only.
         tids.push(unsafe { clone_task(wait_for_release, release as usize as *mut c_void, top) }?);
     }
-    await_sleep_in(&tids, libc::SYS_read, "read")?;
+    await_sleep_in(&tids, libc::SYS_read, "read", BLOCK_TIMEOUT)?;
     before.await_more(fds.len(), tids.len())?;
     say(format_args!("leaked {}", fds.len() + tids.len()));
 
@@ -1401,13 +1319,6 @@ struct Options {
     hold: bool,
     /// `--hold-ms`: hold at most this long.
     hold_for: Option<Duration>,
-}
-
-/// One line on stdout, flushed. Write errors are ignored: a test may stop reading once it has
-/// what it needs, and that must not change what the scenario leaks.
-fn say(line: std::fmt::Arguments) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 fn usage() -> String {

@@ -76,17 +76,16 @@
 //! glibc 2.36's `open64` keeps the path in `rbp` across the syscall (so `open-close`'s openat
 //! stacks end at the wrapper), and `pthread_create` (every std spawn) uses `rbp` too.
 
-use std::fs;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::os::fd::RawFd;
 use std::process::ExitCode;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Barrier, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use libc::c_int;
+use leaktrace_tests::{await_sleep_in, close, gettid, lock, raise_fd_limit, say, sys};
 
 /// The stack of every thread this program starts: the threads run almost nothing.
 const SMALL_STACK: usize = 64 * 1024;
@@ -203,23 +202,6 @@ const WORKLOADS: &[Workload] = &[
 
 // ---- syscall helpers ----
 
-/// Makes one libc call in a frame of its own (see "Stacks" above) and turns -1 into an error
-/// naming the call. Checking the result after the call also keeps it from being a tail call.
-#[inline(never)]
-fn sys(what: &str, call: impl FnOnce() -> c_int) -> io::Result<c_int> {
-    let ret = call();
-    if ret == -1 {
-        let err = io::Error::last_os_error();
-        return Err(io::Error::new(err.kind(), format!("{what}: {err}")));
-    }
-    Ok(ret)
-}
-
-fn close(fd: RawFd) -> io::Result<()> {
-    // SAFETY: closes an fd this process created and owns exclusively.
-    sys("close", || unsafe { libc::close(fd) }).map(drop)
-}
-
 /// `/dev/null` through glibc's `open` (`open64`, an `openat` syscall), as a program would.
 fn open_dev_null() -> io::Result<RawFd> {
     let flags = libc::O_RDONLY | libc::O_CLOEXEC;
@@ -275,17 +257,6 @@ fn sleep_until(deadline_ns: u64) -> io::Result<()> {
             }
         }
     }
-}
-
-/// The kernel tid of the calling thread.
-fn gettid() -> libc::pid_t {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::gettid() }
-}
-
-/// Locks a std mutex, ignoring poison (no thread here panics while holding one).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn joined<T>(handle: JoinHandle<T>, what: &str) -> io::Result<T> {
@@ -615,72 +586,44 @@ fn hold_threads(count: u64) -> io::Result<Arc<[AtomicI32]>> {
     Ok(tids)
 }
 
-/// Whether thread `tid` of this process sleeps in ppoll: /proc's `syscall` file names the
-/// syscall (it says `running` for a running thread) and `stat` says state `S`.
-fn sleeps_in_ppoll(tid: libc::pid_t) -> io::Result<bool> {
-    let gone = |err: io::Error| io::Error::new(err.kind(), format!("thread {tid} is gone: {err}"));
-    let syscall = fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).map_err(gone)?;
-    if syscall.split_whitespace().next() != Some(libc::SYS_ppoll.to_string().as_str()) {
-        return Ok(false);
-    }
-    let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).map_err(gone)?;
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    Ok(state == Some("S"))
-}
-
-/// Waits until every `hold` thread sleeps in ppoll. Polled, so the main thread makes no futex
-/// wait of its own.
+/// Waits until every `hold` thread has published its tid and sleeps in ppoll.
 fn await_parked(tids: &[AtomicI32]) -> io::Result<()> {
     let deadline = Instant::now() + PARK_TIMEOUT;
+    let mut published = Vec::with_capacity(tids.len());
     for (n, tid) in tids.iter().enumerate() {
         loop {
-            let tid = tid.load(Ordering::Acquire);
-            if tid != 0 && sleeps_in_ppoll(tid)? {
-                break;
+            match tid.load(Ordering::Acquire) {
+                0 if Instant::now() > deadline => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("thread {n} did not start"),
+                    ))
+                }
+                0 => thread::sleep(Duration::from_millis(1)),
+                tid => break published.push(tid),
             }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("thread {n} did not fall asleep in ppoll"),
-                ));
-            }
-            thread::sleep(Duration::from_millis(1));
         }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    await_sleep_in(&published, libc::SYS_ppoll, "ppoll", left)
+}
+
+/// Raises the soft RLIMIT_NOFILE, failing if the hard limit leaves no room for `fds` fds and
+/// [`FD_HEADROOM`].
+fn ensure_fd_room(fds: u64) -> io::Result<()> {
+    let needed = fds + FD_HEADROOM;
+    let limit = raise_fd_limit(needed)?;
+    if limit < needed {
+        return Err(io::Error::other(format!(
+            "--fds {fds} needs {needed} fds ({FD_HEADROOM} spare), but RLIMIT_NOFILE's hard \
+             limit is {limit} (raise it: ulimit -Hn, or limits.conf)"
+        )));
     }
     Ok(())
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit, failing if that leaves no room for `fds` fds
-/// and [`FD_HEADROOM`].
-fn raise_fd_limit(fds: u64) -> io::Result<()> {
-    let needed = fds + FD_HEADROOM;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes `limit`.
-    sys("getrlimit", || unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit)
-    })?;
-    if limit.rlim_max < needed as libc::rlim_t {
-        return Err(io::Error::other(format!(
-            "--fds {fds} needs {needed} fds ({FD_HEADROOM} spare), but RLIMIT_NOFILE's hard \
-             limit is {} (raise it: ulimit -Hn, or limits.conf)",
-            limit.rlim_max
-        )));
-    }
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: `limit` is initialised.
-    sys("setrlimit", || unsafe {
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit)
-    })
-    .map(drop)
-}
-
 fn run_hold(fds: u64, threads: u64) -> io::Result<()> {
-    raise_fd_limit(fds)?;
+    ensure_fd_room(fds)?;
     let source = open_dev_null()?;
     ready_then_wait();
     let held = hold_fds(source, fds)?;
@@ -693,13 +636,6 @@ fn run_hold(fds: u64, threads: u64) -> io::Result<()> {
 }
 
 // ---- driver ----
-
-/// One line on stdout, flushed. Write errors are ignored: the harness may stop reading once it
-/// has what it needs.
-fn say(line: std::fmt::Arguments) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-}
 
 /// Waits for one line, or EOF, on stdin.
 fn wait_for_line() {
