@@ -423,13 +423,18 @@ pub struct InFlightWait {
     pub start_ns: u64,
     /// The futex word (for futex_waitv: the first waiter's).
     pub uaddr: u64,
+    /// The waiting thread's user registers at entry: instruction pointer, stack pointer and
+    /// frame pointer. Its user stack is frozen while it waits, so userspace walks it from these
+    /// when the wait has lasted, instead of every wait paying a stack walk in the kernel.
+    pub user_ip: u64,
+    pub user_sp: u64,
+    pub user_fp: u64,
     pub tgid: u32,
     /// The futex command ([`futex`]), or [`futex::WAITV`].
     pub op: u32,
     /// The value the caller expected in the futex word (glibc's mutex waits pass 2).
     pub val: u32,
-    /// User stack at entry, or [`NO_STACK`].
-    pub stack_id: i32,
+    pub _pad: u32,
 }
 
 /// Value in `TARGETS`: why a tgid is traced.

@@ -9,10 +9,11 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{pt_regs, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        generated::bpf_task_pt_regs,
     },
     macros::{map, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
@@ -440,8 +441,27 @@ fn emit_path(
     count(probe, Counter::Emitted);
 }
 
+/// The current thread's user registers, saved at syscall entry: (instruction pointer, stack
+/// pointer, frame pointer).
+#[inline(always)]
+fn user_regs() -> Option<(u64, u64, u64)> {
+    // SAFETY: helpers without preconditions; the task is the current one, whose saved user
+    // registers stay put while it is in a syscall. The read is checked by the helper.
+    let regs = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        bpf_probe_read_kernel(regs).ok()?
+    };
+    #[cfg(bpf_target_arch = "x86_64")]
+    return Some((regs.rip, regs.rsp, regs.rbp));
+    #[cfg(bpf_target_arch = "aarch64")]
+    return Some((regs.pc, regs.sp, regs.regs[29]));
+}
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+compile_error!("leaktrace reads user registers on x86_64 and aarch64 only");
+
 /// Records an in-flight wait. The futex path is hot: untraced processes leave at the first
-/// lookup, and a traced wait costs one stack capture and one map update, no ring-buffer record.
+/// lookup, and a traced wait costs a copy of three registers and one map update: no stack walk
+/// (userspace walks the frozen stack of the waits that last) and no ring-buffer record.
 #[inline(always)]
 fn record_wait(ctx: &TracePointContext, probe: u16, op: u32, uaddr_of: impl Fn(&Config) -> u64) {
     let cfg = config();
@@ -458,14 +478,18 @@ fn record_wait(ctx: &TracePointContext, probe: u16, op: u32, uaddr_of: impl Fn(&
         }
         (cmd, arg(2) as u32)
     };
+    let (user_ip, user_sp, user_fp) = user_regs().unwrap_or_default();
     let wait = InFlightWait {
         // SAFETY: helper without preconditions.
         start_ns: unsafe { bpf_ktime_get_ns() },
         uaddr: uaddr_of(&cfg),
+        user_ip,
+        user_sp,
+        user_fp,
         tgid,
         op,
         val,
-        stack_id: user_stack(ctx, probe),
+        _pad: 0,
     };
     if WAITS.insert(tid, wait, 0).is_err() {
         count(probe, Counter::WaitsFull);

@@ -4,8 +4,9 @@
 //! ring buffer, [`decoder`] turns records into [`event::Event`]s, [`aggregator`] (pure: no I/O,
 //! no clock) keeps what is outstanding and makes [`model::Finding`]s, [`symbolizer`] turns
 //! stacks into frames, and [`report`] prints them. Blocked waiters take a side road: [`waitscan`]
-//! reads the kernel's in-flight futex waits (lock owners via [`lockowner`]) and [`waiters`]
-//! (pure) judges them. [`runtime`] wires the steps together.
+//! reads the kernel's in-flight futex waits (lock owners via [`lockowner`], stacks walked from
+//! userspace by [`userstack`], both reading memory through [`procmem`]) and [`waiters`] (pure)
+//! judges them. [`runtime`] wires the steps together.
 
 pub mod aggregator;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod lockowner;
 pub mod model;
 pub mod preflight;
 pub mod procfs;
+pub mod procmem;
 pub mod reader;
 pub mod report;
 pub mod runtime;
@@ -27,6 +29,7 @@ pub mod syscalls;
 pub mod target;
 pub mod tracefs;
 pub mod trend;
+pub mod userstack;
 pub mod verdicts;
 pub mod waiters;
 pub mod waitscan;

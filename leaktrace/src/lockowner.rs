@@ -3,11 +3,12 @@
 //! in `__data.__owner`, 8 bytes after the futex word (x86_64 and aarch64 alike). Only these two
 //! words are read, only for waits already older than the blocked-waiter threshold.
 
-use std::io;
-
 use leaktrace_common::futex;
 
-use crate::model::{Owner, OwnerSource};
+use crate::{
+    model::{Owner, OwnerSource},
+    procmem::read_u32,
+};
 
 /// FUTEX_TID_MASK: the owner tid bits of a PI futex word.
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
@@ -34,29 +35,6 @@ pub fn owner_from_words(
         _ => return None,
     };
     (tid != 0 && is_thread(tid)).then_some(Owner { tid, source })
-}
-
-/// Reads a u32 from another process's memory.
-fn read_u32(pid: u32, addr: u64) -> io::Result<u32> {
-    let mut buf = [0u8; 4];
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    // SAFETY: one local iovec over `buf`; the kernel validates the remote range.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n == 4 {
-        Ok(u32::from_ne_bytes(buf))
-    } else if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"))
-    }
 }
 
 /// The owner of the lock `pid` waits for at `uaddr`, read from its memory now.
@@ -123,13 +101,5 @@ mod tests {
             owner_from_words(futex::WAIT_REQUEUE_PI, 2, 101, Some(101), live),
             None
         );
-    }
-
-    #[test]
-    fn reads_this_process_memory() {
-        let word: u32 = 0x1234_5678;
-        let got = read_u32(std::process::id(), (&raw const word) as u64).unwrap();
-        assert_eq!(got, 0x1234_5678);
-        assert!(read_u32(std::process::id(), 8).is_err());
     }
 }

@@ -27,7 +27,7 @@ use crate::{
     symbolizer::Symbolizer,
     target,
     tracefs::Tracefs,
-    verdicts,
+    userstack, verdicts,
     waiters::{WaiterLimits, Waiters},
     waitscan::WaitScanner,
 };
@@ -92,8 +92,14 @@ impl Session {
     fn settle(&mut self) {
         for stack in self.aggregator.take_new_stacks() {
             // A stack the kernel no longer has still gets an entry, with no frames.
-            let ips = self.probes.stack(stack.id).unwrap_or_default();
-            self.symbolizer.capture(stack, &ips);
+            let ips = if stack.id & userstack::WALKED != 0 {
+                self.wait_scanner
+                    .walked(stack.pid, stack.id)
+                    .map(<[u64]>::to_vec)
+            } else {
+                self.probes.stack(stack.id)
+            };
+            self.symbolizer.capture(stack, &ips.unwrap_or_default());
         }
         for pid in self.aggregator.take_unseen() {
             self.seed(pid);

@@ -6,15 +6,22 @@
 //! already stuck — the deadlock you attach to after the fact — is found from
 //! `/proc/PID/task/TID/syscall` when its process is seeded, and followed until it leaves that
 //! call. Its wait began before tracing did, so its age is a lower bound and it has no stack.
+//!
+//! A wait's stack is walked from userspace ([`userstack`]) the first time a scan finds it long,
+//! from the registers the probe saved; the thread has not run since, so it is the stack at entry.
 
-use std::{collections::HashSet, fs};
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+};
 
 use leaktrace_common::{futex, InFlightWait};
 
 use crate::{
     aggregator::Aggregator,
     lockowner,
-    model::{Wait, WaitKind},
+    model::{StackId, Wait, WaitKind},
+    userstack,
 };
 
 /// A thread inside a syscall, from `/proc/PID/task/TID/syscall`.
@@ -63,6 +70,10 @@ struct Preexisting {
 #[derive(Default)]
 pub struct WaitScanner {
     preexisting: Vec<Preexisting>,
+    /// Stack id of each long wait of the last scan, by (tid, start): walked once per wait.
+    stack_ids: HashMap<(u32, u64), StackId>,
+    /// Stacks walked by the last scan: (pid, id, addresses), until the runtime captures them.
+    walked: Vec<(u32, StackId, Vec<u64>)>,
 }
 
 /// Bound on waits remembered from before tracing (each is re-read every scan).
@@ -88,10 +99,14 @@ impl WaitScanner {
                 wait: InFlightWait {
                     start_ns: since_ns,
                     uaddr,
+                    // Registers unknown: no stack.
+                    user_ip: 0,
+                    user_sp: 0,
+                    user_fp: 0,
                     tgid: pid,
                     op,
                     val,
-                    stack_id: leaktrace_common::NO_STACK,
+                    _pad: 0,
                 },
             });
         }
@@ -113,24 +128,49 @@ impl WaitScanner {
             .retain(|p| !seen.contains(&p.tid) && read_syscall(p.wait.tgid, p.tid) == Some(p.call));
         let old: Vec<(u32, InFlightWait)> =
             self.preexisting.iter().map(|p| (p.tid, p.wait)).collect();
-        in_flight
+        let mut stack_ids = HashMap::new();
+        self.walked.clear();
+        let waits = in_flight
             .into_iter()
             .chain(old)
             .filter(|(_, w)| now_ns.saturating_sub(w.start_ns) >= min_wait_ns)
-            .map(|(tid, w)| Wait {
-                pid: w.tgid,
-                tid,
-                uaddr: w.uaddr,
-                kind: if w.op == futex::WAITV {
-                    WaitKind::FutexWaitv
-                } else {
-                    WaitKind::Futex
-                },
-                since_ns: w.start_ns,
-                stack: aggregator.stack_in(w.tgid, u32::try_from(w.stack_id).ok()),
-                owner: lockowner::resolve(w.tgid, w.uaddr, w.op, w.val),
+            .map(|(tid, w)| {
+                let stack = (w.user_ip != 0).then(|| {
+                    let key = (tid, w.start_ns);
+                    let id = self.stack_ids.get(&key).copied().unwrap_or_else(|| {
+                        let ips = userstack::walk_blocked(w.tgid, w.user_ip, w.user_fp);
+                        let id = userstack::walked_id(&ips);
+                        self.walked.push((w.tgid, id, ips));
+                        id
+                    });
+                    stack_ids.insert(key, id);
+                    id
+                });
+                Wait {
+                    pid: w.tgid,
+                    tid,
+                    uaddr: w.uaddr,
+                    kind: if w.op == futex::WAITV {
+                        WaitKind::FutexWaitv
+                    } else {
+                        WaitKind::Futex
+                    },
+                    since_ns: w.start_ns,
+                    stack: aggregator.stack_in(w.tgid, stack),
+                    owner: lockowner::resolve(w.tgid, w.uaddr, w.op, w.val),
+                }
             })
-            .collect()
+            .collect();
+        self.stack_ids = stack_ids;
+        waits
+    }
+
+    /// The addresses of a stack the last scan walked in process `pid`.
+    pub fn walked(&self, pid: u32, id: StackId) -> Option<&[u64]> {
+        self.walked
+            .iter()
+            .find(|(p, i, _)| (*p, *i) == (pid, id))
+            .map(|(_, _, ips)| ips.as_slice())
     }
 }
 

@@ -648,7 +648,12 @@ fn lint() -> Result<()> {
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .args(["--", "-D", "warnings"])
         // build-std on the stable toolchain, as leaktrace/build.rs does for the real build.
-        .env("RUSTC_BOOTSTRAP", "1"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        // What aya-build passes: the architecture whose registers the programs read.
+        .env(
+            "RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+        ))
 }
 
 fn main() -> Result<()> {
