@@ -114,7 +114,9 @@ fn header(kind: EventKind, probe: u16, tgid: u32, tid: u32) -> EventHeader {
 fn wakeup<T>() -> u64 {
     // Unread bytes include this reserved record and its 8-byte ring header.
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let mark = u64::from(config().wakeup_bytes);
+    // SAFETY: a plain read of one field of the global; volatile as in `config`. One load: this
+    // runs for every record, and the callers' copy of the whole config is not passed down.
+    let mark = u64::from(unsafe { read_volatile(&raw const CONFIG.wakeup_bytes) });
     let before = unread.saturating_sub(core::mem::size_of::<T>() as u64 + 8);
     if before < mark && unread >= mark {
         BPF_RB_FORCE_WAKEUP as u64

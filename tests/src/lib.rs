@@ -31,6 +31,16 @@ pub fn close(fd: RawFd) -> io::Result<()> {
     sys("close", || unsafe { libc::close(fd) }).map(drop)
 }
 
+/// A close-on-exec pipe: [read end, write end].
+pub fn new_pipe() -> io::Result<[RawFd; 2]> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
+    sys("pipe2", || unsafe {
+        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
+    })?;
+    Ok(fds)
+}
+
 /// The kernel tid of the calling thread.
 pub fn gettid() -> libc::pid_t {
     // SAFETY: no arguments, cannot fail.

@@ -127,7 +127,7 @@ use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use leaktrace_tests::{await_sleep_in, close, gettid, lock, raise_fd_limit, say, sys};
+use leaktrace_tests::{await_sleep_in, close, gettid, lock, new_pipe, raise_fd_limit, say, sys};
 use libc::{c_int, c_void};
 
 /// Long-lived helpers a scenario needs, created before `ready` and never counted as leaked.
@@ -1055,11 +1055,7 @@ fn churn_socket() -> io::Result<()> {
 
 #[inline(never)]
 fn churn_pipe() -> io::Result<()> {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` has room for the two fds pipe2 writes.
-    sys("pipe2", || unsafe {
-        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
-    })?;
+    let fds = new_pipe()?;
     close(fds[0])?;
     close(fds[1])
 }
@@ -1158,15 +1154,6 @@ fn new_socket() -> io::Result<RawFd> {
     let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
     // SAFETY: plain syscall, no pointers.
     sys("socket", || unsafe { libc::socket(libc::AF_INET, kind, 0) })
-}
-
-fn new_pipe() -> io::Result<[RawFd; 2]> {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` has room for the two fds pipe2 writes.
-    sys("pipe2", || unsafe {
-        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
-    })?;
-    Ok(fds)
 }
 
 /// `stable-pool`'s connections: `count` TCP connections to `listener`, the client end and the

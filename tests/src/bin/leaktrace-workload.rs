@@ -85,7 +85,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use leaktrace_tests::{await_sleep_in, close, gettid, lock, raise_fd_limit, say, sys};
+use leaktrace_tests::{await_sleep_in, close, gettid, lock, new_pipe, raise_fd_limit, say, sys};
 
 /// The stack of every thread this program starts: the threads run almost nothing.
 const SMALL_STACK: usize = 64 * 1024;
@@ -284,11 +284,7 @@ fn socket_close() -> io::Result<()> {
 
 #[inline(never)]
 fn pipe_close() -> io::Result<()> {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` has room for the two fds pipe2 writes.
-    sys("pipe2", || unsafe {
-        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
-    })?;
+    let fds = new_pipe()?;
     close(fds[0])?;
     close(fds[1])?;
     Ok(())
