@@ -37,6 +37,9 @@ pub mod capacity {
     pub const WAITS: u32 = 65536;
 }
 
+/// Bytes of user stack a [`StackSample`] can carry (`--stack-copy` is at most this).
+pub const STACK_COPY_MAX: usize = 16384;
+
 /// Bytes of a pathname captured at open; longer paths are cut and marked truncated.
 pub const PATH_CAP: usize = 256;
 
@@ -71,6 +74,9 @@ pub enum EventKind {
     Fd = 4,
     /// An open that carries the path it opened: [`FdPathEvent`].
     FdPath = 5,
+    /// The user registers and a copy of the user stack of the creation record that follows
+    /// (same `tid` and `ts_ns`): [`StackSample`].
+    StackSample = 6,
 }
 
 impl EventKind {
@@ -81,6 +87,7 @@ impl EventKind {
             3 => Self::Exec,
             4 => Self::Fd,
             5 => Self::FdPath,
+            6 => Self::StackSample,
             _ => return None,
         })
     }
@@ -242,6 +249,41 @@ pub struct FdPathEvent {
     pub path: [u8; PATH_CAP],
 }
 
+/// A thread's user registers as saved at syscall entry: what unwinding starts from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegs {
+    /// Instruction pointer.
+    pub ip: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// Frame pointer (rbp, x29).
+    pub fp: u64,
+    /// Link register (aarch64 x30: the return address of a leaf that has not saved it); 0 on
+    /// x86_64.
+    pub lr: u64,
+}
+
+/// Registers and the top of the user stack at a creation event, for unwinding with the
+/// binaries' unwind tables (code without frame pointers). Written just before the creation
+/// record it belongs to, with the same header `tid` and `ts_ns`; only the first `len` bytes
+/// of `stack` are sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackSample {
+    pub header: EventHeader,
+    pub regs: UserRegs,
+    /// Bytes of `stack` in use: copied from `regs.sp` upwards.
+    pub len: u32,
+    pub _pad: u32,
+    pub stack: [u8; STACK_COPY_MAX],
+}
+
+impl StackSample {
+    /// Bytes before `stack`: a record is this plus `len`.
+    pub const HEAD: usize = core::mem::offset_of!(StackSample, stack);
+}
+
 /// How the generic syscall programs treat one syscall number; userspace fills the table from
 /// the architecture's syscall numbers, so the eBPF object is the same on x86_64 and aarch64.
 #[repr(C)]
@@ -338,7 +380,8 @@ pub enum Counter {
     Emitted = 0,
     /// Records lost because the ring buffer was full.
     RingFull = 1,
-    /// `bpf_get_stackid` failures (stack map bucket taken, or no user stack).
+    /// `bpf_get_stackid` failures (stack map bucket taken, or no user stack), and user stacks
+    /// that could not be copied for a [`StackSample`].
     StackFailed = 2,
     /// Descendants not followed because the target map was full.
     TargetsFull = 3,
@@ -391,7 +434,9 @@ pub struct Config {
     /// Records wake the reader only once this many bytes wait in the ring buffer; the reader
     /// also drains on a short timer (see `wakeup_bytes` in the loader).
     pub wakeup_bytes: u32,
-    pub _pad: u32,
+    /// Bytes of user stack copied at each creation event ([`StackSample`]); 0: none, stacks
+    /// are frame-pointer walks only. A multiple of 8, at most [`STACK_COPY_MAX`].
+    pub stack_copy_bytes: u32,
 }
 
 /// `futex(2)` commands that put the caller to sleep (the command is `op & FUTEX_CMD_MASK`).
@@ -423,12 +468,10 @@ pub struct InFlightWait {
     pub start_ns: u64,
     /// The futex word (for futex_waitv: the first waiter's).
     pub uaddr: u64,
-    /// The waiting thread's user registers at entry: instruction pointer, stack pointer and
-    /// frame pointer. Its user stack is frozen while it waits, so userspace walks it from these
-    /// when the wait has lasted, instead of every wait paying a stack walk in the kernel.
-    pub user_ip: u64,
-    pub user_sp: u64,
-    pub user_fp: u64,
+    /// The waiting thread's user registers at entry. Its user stack is frozen while it waits,
+    /// so userspace unwinds it from these when the wait has lasted, instead of every wait
+    /// paying a stack walk in the kernel.
+    pub regs: UserRegs,
     pub tgid: u32,
     /// The futex command ([`futex`]), or [`futex::WAITV`].
     pub op: u32,

@@ -10,10 +10,11 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    cty::c_void,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
-        generated::bpf_task_pt_regs,
+        generated::{self, bpf_task_pt_regs},
     },
     macros::{map, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
@@ -21,9 +22,9 @@ use aya_ebpf::{
 };
 use leaktrace_common::{
     capacity, futex, Config, Counter, EventHeader, EventKind, ExecEvent, FdEvent, FdKind, FdOp,
-    FdPathEvent, GroupDead, InFlightWait, PendingCall, Probe, Shape, SyscallSpec, Target,
-    TaskNewEvent, ThreadExitEvent, BPF_F_USER_STACK, CLONE_THREAD, CLOSE_RANGE_CLOEXEC, F_DUPFD,
-    F_DUPFD_CLOEXEC, NO_STACK, PATH_CAP,
+    FdPathEvent, GroupDead, InFlightWait, PendingCall, Probe, Shape, StackSample, SyscallSpec,
+    Target, TaskNewEvent, ThreadExitEvent, UserRegs, BPF_F_USER_STACK, CLONE_THREAD,
+    CLOSE_RANGE_CLOEXEC, F_DUPFD, F_DUPFD_CLOEXEC, NO_STACK, PATH_CAP, STACK_COPY_MAX,
 };
 
 /// Written by the loader before the programs are loaded (see `Config`).
@@ -38,7 +39,7 @@ static CONFIG: Config = Config {
     syscall_ret_off: 0,
     syscall_args_off: 0,
     wakeup_bytes: 0,
-    _pad: 0,
+    stack_copy_bytes: 0,
 };
 
 #[map]
@@ -62,6 +63,10 @@ static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(capacity::
 
 #[map]
 static WAITS: HashMap<u32, InFlightWait> = HashMap::with_max_entries(capacity::WAITS, 0);
+
+/// Where a [`StackSample`] is assembled: 16 KiB does not fit on the 512-byte BPF stack.
+#[map]
+static SAMPLE: PerCpuArray<StackSample> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn config() -> Config {
@@ -93,10 +98,16 @@ fn traced_current(cfg: &Config) -> Option<(u32, u32)> {
 }
 
 #[inline(always)]
-fn header(kind: EventKind, probe: u16, tgid: u32, tid: u32) -> EventHeader {
+fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A record header; `ts_ns` also pairs a [`StackSample`] with the record that follows it.
+#[inline(always)]
+fn header(kind: EventKind, probe: u16, ts_ns: u64, tgid: u32, tid: u32) -> EventHeader {
     EventHeader {
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns,
         tgid,
         tid,
         kind: kind as u16,
@@ -105,19 +116,19 @@ fn header(kind: EventKind, probe: u16, tgid: u32, tid: u32) -> EventHeader {
     }
 }
 
-/// Submit flags for a reserved record of type `T`: wake the reader only when this record takes
+/// Submit flags for a record of `size` bytes: wake the reader only when this record takes
 /// the unread bytes past `wakeup_bytes`. By default every record that finds the reader caught
 /// up wakes it (an irq_work, then an IPI to the reader's CPU), which cost the traced thread more
 /// than the record itself; and waking on every record past the mark made each one pay an
 /// interrupt while the reader lagged. Whatever no wakeup announces, the reader's timer drains.
 #[inline(always)]
-fn wakeup<T>() -> u64 {
+fn wakeup(size: usize) -> u64 {
     // Unread bytes include this reserved record and its 8-byte ring header.
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     // SAFETY: a plain read of one field of the global; volatile as in `config`. One load: this
     // runs for every record, and the callers' copy of the whole config is not passed down.
     let mark = u64::from(unsafe { read_volatile(&raw const CONFIG.wakeup_bytes) });
-    let before = unread.saturating_sub(core::mem::size_of::<T>() as u64 + 8);
+    let before = unread.saturating_sub(size as u64 + 8);
     if before < mark && unread >= mark {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -131,7 +142,7 @@ fn emit<T: 'static>(probe: u16, event: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(event);
-            entry.submit(wakeup::<T>());
+            entry.submit(wakeup(core::mem::size_of::<T>()));
             count(probe, Counter::Emitted);
         }
         None => count(probe, Counter::RingFull),
@@ -179,10 +190,12 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         }
     }
     let stack_id = user_stack(&ctx, probe);
+    let ts = now();
+    sample_stack(&cfg, probe, ts, tgid, tid);
     emit(
         probe,
         TaskNewEvent {
-            header: header(EventKind::TaskNew, probe, tgid, tid),
+            header: header(EventKind::TaskNew, probe, ts, tgid, tid),
             child_tid,
             stack_id,
             clone_flags: flags,
@@ -216,7 +229,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     emit(
         probe,
         ThreadExitEvent {
-            header: header(EventKind::ThreadExit, probe, tgid, tid),
+            header: header(EventKind::ThreadExit, probe, now(), tgid, tid),
             group_dead: group_dead as u8,
             _pad: [0; 7],
         },
@@ -234,7 +247,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     emit(
         probe,
         ExecEvent {
-            header: header(EventKind::Exec, probe, tgid, tid),
+            header: header(EventKind::Exec, probe, now(), tgid, tid),
         },
     );
     0
@@ -252,7 +265,7 @@ fn syscall_of(ctx: &TracePointContext, cfg: &Config) -> Option<(u32, u32, u32, S
 #[inline(always)]
 fn fd_event(op: FdOp, kind: u8, probe: u16, tgid: u32, tid: u32, fd: i32, aux: i32) -> FdEvent {
     FdEvent {
-        header: header(EventKind::Fd, probe, tgid, tid),
+        header: header(EventKind::Fd, probe, now(), tgid, tid),
         op: op as u8,
         kind,
         _pad: 0,
@@ -339,7 +352,7 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
     let [arg0, arg1, arg_n] = pending.args;
     match shape {
         Shape::RetFd => emit_created(&ctx, FdOp::Open, spec.kind, probe, tgid, tid, ret, -1),
-        Shape::RetFdPath => emit_path(&ctx, spec.kind, probe, tgid, tid, ret as i32, arg_n),
+        Shape::RetFdPath => emit_path(&ctx, &cfg, spec.kind, probe, tgid, tid, ret as i32, arg_n),
         Shape::FdPair => {
             // SAFETY: reads the int[2] the kernel just filled in the caller's memory.
             let Ok(fds) = (unsafe { bpf_probe_read_user(arg_n as *const [i32; 2]) }) else {
@@ -401,12 +414,15 @@ fn emit_created(
 ) {
     let mut event = fd_event(op, kind, probe, tgid, tid, fd as i32, aux);
     event.stack_id = user_stack(ctx, probe);
+    sample_stack(&config(), probe, event.header.ts_ns, tgid, tid);
     emit(probe, event);
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn emit_path(
     ctx: &TracePointContext,
+    cfg: &Config,
     kind: u8,
     probe: u16,
     tgid: u32,
@@ -415,6 +431,8 @@ fn emit_path(
     path_ptr: u64,
 ) {
     let stack_id = user_stack(ctx, probe);
+    let ts = now();
+    sample_stack(cfg, probe, ts, tgid, tid);
     let Some(mut entry) = EVENTS.reserve::<FdPathEvent>(0) else {
         count(probe, Counter::RingFull);
         return;
@@ -425,6 +443,7 @@ fn emit_path(
     unsafe {
         let mut base = fd_event(FdOp::Open, kind, probe, tgid, tid, fd, -1);
         base.header.kind = EventKind::FdPath as u16;
+        base.header.ts_ns = ts;
         base.stack_id = stack_id;
         (*event).fd = base;
         (*event)._pad = [0; 5];
@@ -439,14 +458,13 @@ fn emit_path(
         (*event).path_len = len as u16;
         (*event).truncated = truncated as u8;
     }
-    entry.submit(wakeup::<FdPathEvent>());
+    entry.submit(wakeup(core::mem::size_of::<FdPathEvent>()));
     count(probe, Counter::Emitted);
 }
 
-/// The current thread's user registers, saved at syscall entry: (instruction pointer, stack
-/// pointer, frame pointer).
+/// The current thread's user registers, saved at syscall entry.
 #[inline(always)]
-fn user_regs() -> Option<(u64, u64, u64)> {
+fn user_regs() -> Option<UserRegs> {
     // SAFETY: helpers without preconditions; the task is the current one, whose saved user
     // registers stay put while it is in a syscall. The read is checked by the helper.
     let regs = unsafe {
@@ -454,15 +472,74 @@ fn user_regs() -> Option<(u64, u64, u64)> {
         bpf_probe_read_kernel(regs).ok()?
     };
     #[cfg(bpf_target_arch = "x86_64")]
-    return Some((regs.rip, regs.rsp, regs.rbp));
+    return Some(UserRegs {
+        ip: regs.rip,
+        sp: regs.rsp,
+        fp: regs.rbp,
+        lr: 0,
+    });
     #[cfg(bpf_target_arch = "aarch64")]
-    return Some((regs.pc, regs.sp, regs.regs[29]));
+    return Some(UserRegs {
+        ip: regs.pc,
+        sp: regs.sp,
+        fp: regs.regs[29],
+        lr: regs.regs[30],
+    });
+}
+
+/// Before a creation record: its thread's registers and the top `stack_copy_bytes` of its user
+/// stack, so userspace can unwind code without frame pointers (the frame-pointer walk in the
+/// record itself misses the caller of a frameless libc wrapper). A copy that would run past the
+/// end of the stack's mapping fails as a whole, so it is retried shorter, down to 1/8.
+#[inline(always)]
+fn sample_stack(cfg: &Config, probe: u16, ts: u64, tgid: u32, tid: u32) {
+    if cfg.stack_copy_bytes == 0 {
+        return;
+    }
+    let Some(sample) = SAMPLE.get_ptr_mut(0) else {
+        return;
+    };
+    let Some(regs) = user_regs() else {
+        count(probe, Counter::StackFailed);
+        return;
+    };
+    let mut len = (cfg.stack_copy_bytes as usize).min(STACK_COPY_MAX);
+    let mut copied = 0;
+    // SAFETY: `sample` is this CPU's scratch record, used by no one else while this program
+    // runs; the read is bounded by the record's size and checked by the helper.
+    unsafe {
+        let stack = (&raw mut (*sample).stack).cast::<c_void>();
+        for _ in 0..4 {
+            let src = regs.sp as *const c_void;
+            if generated::bpf_probe_read_user(stack, len as u32, src) == 0 {
+                copied = len;
+                break;
+            }
+            len /= 2;
+        }
+    }
+    if copied == 0 {
+        count(probe, Counter::StackFailed);
+        return;
+    }
+    // SAFETY: as above; the record sent is the head plus the bytes copied.
+    let record = unsafe {
+        (*sample).header = header(EventKind::StackSample, probe, ts, tgid, tid);
+        (*sample).regs = regs;
+        (*sample).len = copied as u32;
+        (*sample)._pad = 0;
+        core::slice::from_raw_parts(sample.cast::<u8>(), StackSample::HEAD + copied)
+    };
+    match EVENTS.output::<[u8]>(record, wakeup(record.len())) {
+        Ok(()) => count(probe, Counter::Emitted),
+        Err(_) => count(probe, Counter::RingFull),
+    }
 }
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 compile_error!("leaktrace reads user registers on x86_64 and aarch64 only");
 
 /// Records an in-flight wait. The futex path is hot: untraced processes leave at the first
-/// lookup, and a traced wait costs a copy of three registers and one map update: no stack walk
+/// lookup, and a traced wait costs a copy of four registers and one map update: no stack walk
 /// (userspace walks the frozen stack of the waits that last) and no ring-buffer record.
 #[inline(always)]
 fn record_wait(ctx: &TracePointContext, probe: u16, op: u32, uaddr_of: impl Fn(&Config) -> u64) {
@@ -480,14 +557,10 @@ fn record_wait(ctx: &TracePointContext, probe: u16, op: u32, uaddr_of: impl Fn(&
         }
         (cmd, arg(2) as u32)
     };
-    let (user_ip, user_sp, user_fp) = user_regs().unwrap_or_default();
     let wait = InFlightWait {
-        // SAFETY: helper without preconditions.
-        start_ns: unsafe { bpf_ktime_get_ns() },
+        start_ns: now(),
         uaddr: uaddr_of(&cfg),
-        user_ip,
-        user_sp,
-        user_fp,
+        regs: user_regs().unwrap_or_default(),
         tgid,
         op,
         val,

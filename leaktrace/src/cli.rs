@@ -93,6 +93,13 @@ pub struct Cli {
     #[arg(long, default_value_t = leaktrace_common::capacity::EVENTS_BYTES, value_parser = parse_ring_bytes)]
     pub ring_buffer_bytes: u32,
 
+    /// Bytes of user stack copied at each thread or fd creation, unwound with the binaries'
+    /// unwind tables (.eh_frame): stacks through code without frame pointers, like Debian's
+    /// glibc, then name the function that made the call. 0 keeps frame-pointer walks only,
+    /// the cheapest (see BENCHMARKS.md). A multiple of 8, at most 16384.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_COPY, value_parser = parse_stack_copy)]
+    pub stack_copy: u32,
+
     /// Command to run and trace from its first instruction; it is stopped when tracing ends.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -104,6 +111,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"));
     }
     humantime::parse_duration(s).map_err(|e| format!("{s}: {e}"))
+}
+
+/// Enough for the frames between a syscall and the code that made it in C and C++ programs,
+/// where frame pointers are missing; beyond it the frame-pointer walk takes over.
+pub const DEFAULT_STACK_COPY: u32 = 4096;
+
+fn parse_stack_copy(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if !n.is_multiple_of(8) || n as usize > leaktrace_common::STACK_COPY_MAX {
+        return Err(format!(
+            "{n} is not a multiple of 8 of at most {}",
+            leaktrace_common::STACK_COPY_MAX
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {
@@ -133,6 +155,15 @@ mod tests {
         assert_eq!(parse_ring_bytes("65536"), Ok(65536));
         assert!(parse_ring_bytes("1000").is_err());
         assert!(parse_ring_bytes("2048").is_err());
+    }
+
+    #[test]
+    fn stack_copies_are_words_within_the_record() {
+        assert_eq!(parse_stack_copy("0"), Ok(0));
+        assert_eq!(parse_stack_copy("16384"), Ok(16384));
+        assert!(parse_stack_copy("16392").is_err());
+        assert!(parse_stack_copy("100").is_err());
+        assert!(parse_stack_copy("-8").is_err());
     }
 
     #[test]

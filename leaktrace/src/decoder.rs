@@ -7,7 +7,7 @@ use std::mem::size_of;
 use leaktrace_common as abi;
 
 use crate::{
-    event::{Event, FdPair, Path, What},
+    event::{Event, FdPair, Path, Record, Sample, What},
     model::{FdKind, StackId},
 };
 
@@ -123,8 +123,40 @@ fn fd_what(fd: &abi::FdEvent, path: Option<Path>) -> Result<What, DecodeError> {
     })
 }
 
+/// A stack sample: a head, then `len` bytes of stack (the record is padded to 8 bytes).
+fn sample(header: &abi::EventHeader, bytes: &[u8]) -> Result<Sample, DecodeError> {
+    let head = abi::StackSample::HEAD;
+    if bytes.len() < head {
+        return Err(DecodeError::WrongLength {
+            kind: "stack sample",
+            len: bytes.len(),
+            want: head,
+        });
+    }
+    let len_at = std::mem::offset_of!(abi::StackSample, len);
+    let len = read::<u32>(&bytes[len_at..]) as usize;
+    if len > abi::STACK_COPY_MAX {
+        return Err(DecodeError::BadField("stack sample length", len as u64));
+    }
+    if bytes.len() < head + len || bytes.len() >= head + len + 8 {
+        return Err(DecodeError::WrongLength {
+            kind: "stack sample",
+            len: bytes.len(),
+            want: head + len,
+        });
+    }
+    let regs_at = std::mem::offset_of!(abi::StackSample, regs);
+    Ok(Sample {
+        ts_ns: header.ts_ns,
+        pid: header.tgid,
+        tid: header.tid,
+        regs: read(&bytes[regs_at..]),
+        stack: bytes[head..head + len].to_vec(),
+    })
+}
+
 /// Decodes one ring-buffer record.
-pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     if bytes.len() < size_of::<abi::EventHeader>() {
         return Err(DecodeError::TooShort(bytes.len()));
     }
@@ -155,6 +187,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let _: abi::ExecEvent = exact(bytes, "exec")?;
             What::Exec
         }
+        abi::EventKind::StackSample => return Ok(Record::Sample(sample(&header, bytes)?)),
         abi::EventKind::Fd => fd_what(&exact::<abi::FdEvent>(bytes, "fd")?, None)?,
         abi::EventKind::FdPath => {
             let e: abi::FdPathEvent = exact(bytes, "fd path")?;
@@ -169,12 +202,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             fd_what(&e.fd, Some(path))?
         }
     };
-    Ok(Event {
+    Ok(Record::Event(Event {
         ts_ns: header.ts_ns,
         pid: header.tgid,
         tid: header.tid,
         what,
-    })
+    }))
 }
 
 /// The probe slot a record claims to come from, for per-probe accounting of bad records.
@@ -194,6 +227,13 @@ mod tests {
         // Ring-buffer records are padded to 8 bytes.
         v.resize(size_of::<T>().next_multiple_of(8), 0);
         v
+    }
+
+    fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
+        match decode(bytes)? {
+            Record::Event(event) => Ok(event),
+            Record::Sample(_) => panic!("a stack sample"),
+        }
     }
 
     fn header(kind: abi::EventKind) -> abi::EventHeader {
@@ -227,7 +267,7 @@ mod tests {
             stack_id: 3,
             clone_flags: abi::CLONE_THREAD | 0x100,
         };
-        let ev = decode(&bytes_of(&e)).unwrap();
+        let ev = decode_event(&bytes_of(&e)).unwrap();
         assert_eq!((ev.ts_ns, ev.pid, ev.tid), (42, 100, 101));
         assert_eq!(
             ev.what,
@@ -240,7 +280,7 @@ mod tests {
         e.clone_flags = 0x11; // SIGCHLD: fork
         e.stack_id = abi::NO_STACK;
         assert_eq!(
-            decode(&bytes_of(&e)).unwrap().what,
+            decode_event(&bytes_of(&e)).unwrap().what,
             What::TaskNew {
                 child_tid: 200,
                 thread: false,
@@ -253,7 +293,7 @@ mod tests {
     fn fd_operations_decode_to_their_events() {
         let open = fd_event(abi::FdOp::Open, abi::FdKind::Socket, 5, -1);
         assert_eq!(
-            decode(&bytes_of(&open)).unwrap().what,
+            decode_event(&bytes_of(&open)).unwrap().what,
             What::FdOpen {
                 fds: FdPair::One(5),
                 kind: FdKind::Socket,
@@ -263,7 +303,7 @@ mod tests {
         );
         let pair = fd_event(abi::FdOp::OpenPair, abi::FdKind::Pipe, 5, 6);
         assert!(matches!(
-            decode(&bytes_of(&pair)).unwrap().what,
+            decode_event(&bytes_of(&pair)).unwrap().what,
             What::FdOpen {
                 fds: FdPair::Two(5, 6),
                 kind: FdKind::Pipe,
@@ -272,7 +312,7 @@ mod tests {
         ));
         let dup = fd_event(abi::FdOp::Dup, abi::FdKind::Inherit, 7, 3);
         assert_eq!(
-            decode(&bytes_of(&dup)).unwrap().what,
+            decode_event(&bytes_of(&dup)).unwrap().what,
             What::FdDup {
                 fd: 7,
                 source: 3,
@@ -281,7 +321,7 @@ mod tests {
         );
         let range = fd_event(abi::FdOp::CloseRange, abi::FdKind::Other, 3, -1);
         assert_eq!(
-            decode(&bytes_of(&range)).unwrap().what,
+            decode_event(&bytes_of(&range)).unwrap().what,
             What::FdCloseRange {
                 first: 3,
                 last: u32::MAX
@@ -300,7 +340,7 @@ mod tests {
         };
         e.fd.header.kind = abi::EventKind::FdPath as u16;
         e.path[..9].copy_from_slice(b"/dev/null");
-        let What::FdOpen { path, .. } = decode(&bytes_of(&e)).unwrap().what else {
+        let What::FdOpen { path, .. } = decode_event(&bytes_of(&e)).unwrap().what else {
             panic!("not an open");
         };
         assert_eq!(
@@ -312,51 +352,100 @@ mod tests {
         );
         e.path_len = abi::PATH_CAP as u16;
         assert_eq!(
-            decode(&bytes_of(&e)),
+            decode_event(&bytes_of(&e)),
             Err(DecodeError::BadField("path length", abi::PATH_CAP as u64))
         );
     }
 
     #[test]
     fn malformed_records_are_errors() {
-        assert_eq!(decode(&[0; 4]), Err(DecodeError::TooShort(4)));
+        assert_eq!(decode_event(&[0; 4]), Err(DecodeError::TooShort(4)));
         let mut h = header(abi::EventKind::Exec);
         h.kind = 99;
-        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(
+            decode_event(&bytes_of(&h)),
+            Err(DecodeError::UnknownKind(99))
+        );
         // An fd record cut short.
         let open = fd_event(abi::FdOp::Open, abi::FdKind::File, 4, -1);
         let short = &bytes_of(&open)[..30];
         assert!(matches!(
-            decode(short),
+            decode_event(short),
             Err(DecodeError::WrongLength { kind: "fd", .. })
         ));
         let mut bad_op = open;
         bad_op.op = 77;
         assert_eq!(
-            decode(&bytes_of(&bad_op)),
+            decode_event(&bytes_of(&bad_op)),
             Err(DecodeError::BadField("fd op", 77))
         );
         let mut bad_kind = open;
         bad_kind.kind = 0;
         assert_eq!(
-            decode(&bytes_of(&bad_kind)),
+            decode_event(&bytes_of(&bad_kind)),
             Err(DecodeError::BadField("fd kind", 0))
         );
         let inherit_open = fd_event(abi::FdOp::Open, abi::FdKind::Inherit, 4, -1);
-        assert!(decode(&bytes_of(&inherit_open)).is_err());
+        assert!(decode_event(&bytes_of(&inherit_open)).is_err());
         let negative = fd_event(abi::FdOp::Open, abi::FdKind::File, -4, -1);
-        assert!(decode(&bytes_of(&negative)).is_err());
+        assert!(decode_event(&bytes_of(&negative)).is_err());
         let mut exit = abi::ThreadExitEvent {
             header: header(abi::EventKind::ThreadExit),
             group_dead: 5,
             _pad: [0; 7],
         };
-        assert!(decode(&bytes_of(&exit)).is_err());
+        assert!(decode_event(&bytes_of(&exit)).is_err());
         exit.group_dead = abi::GroupDead::Unknown as u8;
         assert_eq!(
-            decode(&bytes_of(&exit)).unwrap().what,
+            decode_event(&bytes_of(&exit)).unwrap().what,
             What::ThreadExit { group_dead: None }
         );
+    }
+
+    fn sample(len: u32) -> Vec<u8> {
+        let mut s = Box::new(abi::StackSample {
+            header: header(abi::EventKind::StackSample),
+            regs: abi::UserRegs {
+                ip: 1,
+                sp: 0x7000,
+                fp: 3,
+                lr: 4,
+            },
+            len,
+            _pad: 0,
+            stack: [0; abi::STACK_COPY_MAX],
+        });
+        s.stack[..4].copy_from_slice(b"abcd");
+        let mut bytes = bytes_of(&*s);
+        bytes.truncate((abi::StackSample::HEAD + len as usize).next_multiple_of(8));
+        bytes
+    }
+
+    #[test]
+    fn stack_samples_carry_registers_and_the_bytes_sent() {
+        let Ok(Record::Sample(s)) = decode(&sample(12)) else {
+            panic!("not a sample");
+        };
+        assert_eq!((s.ts_ns, s.pid, s.tid), (42, 100, 101));
+        assert_eq!(
+            (s.regs.ip, s.regs.sp, s.regs.fp, s.regs.lr),
+            (1, 0x7000, 3, 4)
+        );
+        assert_eq!(&s.stack[..], b"abcd\0\0\0\0\0\0\0\0");
+        // The length field must match the record, and stay within the copy's capacity.
+        let mut short = sample(64);
+        short.truncate(abi::StackSample::HEAD + 32);
+        assert!(matches!(
+            decode(&short),
+            Err(DecodeError::WrongLength {
+                kind: "stack sample",
+                ..
+            })
+        ));
+        let mut huge = sample(0);
+        huge[abi::StackSample::HEAD - 8..abi::StackSample::HEAD - 4]
+            .copy_from_slice(&(abi::STACK_COPY_MAX as u32 + 8).to_ne_bytes());
+        assert!(decode(&huge).is_err());
     }
 
     #[test]

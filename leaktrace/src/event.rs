@@ -1,6 +1,28 @@
 //! Typed events: what the decoder makes of ring-buffer records, and all the aggregator consumes.
 
-use crate::model::{FdKind, StackId};
+use crate::{
+    model::{FdKind, StackId},
+    unwind::Regs,
+};
+
+/// A ring-buffer record: an event, or the stack sample of the creation event that follows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Event(Event),
+    Sample(Sample),
+}
+
+/// Registers and the top of the user stack of thread `tid` at the creation event with the
+/// same `ts_ns`, which comes next from that thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub regs: Regs,
+    /// Bytes copied from `regs.sp` upwards.
+    pub stack: Vec<u8>,
+}
 
 /// One thing that happened in a traced process, in kernel order.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,6 +23,7 @@ pub fn main() -> anyhow::Result<i32> {
         &LoadOptions {
             ring_bytes: leaktrace_common::capacity::EVENTS_BYTES,
             trace_all: false,
+            stack_copy_bytes: 0,
             floor: true,
         },
     )?;

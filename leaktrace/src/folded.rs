@@ -249,6 +249,7 @@ mod tests {
                 leak: None,
             },
             frames: frames.to_vec(),
+            origin: None,
             cycle_frames: Vec::new(),
         }
     }

@@ -6,7 +6,8 @@
 //! stacks into frames, and [`report`] prints them. Blocked waiters take a side road: [`waitscan`]
 //! reads the kernel's in-flight futex waits (lock owners via [`lockowner`], stacks walked from
 //! userspace by [`userstack`], both reading memory through [`procmem`]) and [`waiters`] (pure)
-//! judges them. [`runtime`] wires the steps together.
+//! judges them. [`unwind`] completes user stacks of code without frame pointers from DWARF call
+//! frame information. [`runtime`] wires the steps together.
 
 pub mod aggregator;
 pub mod cli;
@@ -24,11 +25,13 @@ pub mod procmem;
 pub mod reader;
 pub mod report;
 pub mod runtime;
+pub mod stacks;
 pub mod symbolizer;
 pub mod syscalls;
 pub mod target;
 pub mod tracefs;
 pub mod trend;
+pub mod unwind;
 pub mod userstack;
 pub mod verdicts;
 pub mod waiters;

@@ -20,6 +20,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Trace every process but leaktrace, not only the targets.
     pub trace_all: bool,
+    /// Bytes of user stack copied at creation events (`--stack-copy`).
+    pub stack_copy_bytes: u32,
     /// The benchmark floor: the empty program `floor` on every tracepoint instead of the real
     /// ones, so the kernel's cost of running a program there can be measured alone.
     pub floor: bool,
@@ -107,6 +109,7 @@ fn config(tracefs: &Tracefs, opts: &LoadOptions, skipped: &mut Vec<Skipped>) -> 
         tracer_tgid: std::process::id(),
         trace_all: u32::from(opts.trace_all),
         wakeup_bytes: wakeup_bytes(opts.ring_bytes),
+        stack_copy_bytes: opts.stack_copy_bytes,
         exit_group_dead_off: u32::MAX,
         ..Config::default()
     };

@@ -189,6 +189,14 @@ pub struct ProcessSummary {
     pub blocked_waiters: u64,
 }
 
+/// How a stack was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub method: crate::unwind::Method,
+    /// Neither the unwind nor the frame-pointer walk reached the outermost frame.
+    pub truncated: bool,
+}
+
 /// One symbolized frame of a user stack; unknown fields are None.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Frame {
@@ -198,6 +206,8 @@ pub struct Frame {
     pub symbol: Option<String>,
     /// Path of the binary or library the address falls in.
     pub module: Option<String>,
+    /// The address's offset in that file: with `module`, names the code when symbols do not.
+    pub offset: Option<u64>,
     pub file: Option<String>,
     pub line: Option<u32>,
 }

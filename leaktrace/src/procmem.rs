@@ -1,5 +1,5 @@
 //! Reads of another process's memory (`process_vm_readv`, which needs ptrace access): only the
-//! words the waiter analysis needs — lock words and the frame records of blocked threads.
+//! words the waiter analysis needs — lock words and the stacks of blocked threads.
 
 use std::io;
 
@@ -39,6 +39,70 @@ pub fn read_u32(pid: u32, addr: u64) -> io::Result<u32> {
     Ok(u32::from_ne_bytes(buf))
 }
 
+/// Blocks a [`live_reader`] reads and keeps: page-aligned, so each is mapped whole or not at all.
+const BLOCK: u64 = 4096;
+/// Blocks a [`live_reader`] keeps at most: 256 KiB, more stack than a walk of
+/// [`crate::userstack::MAX_FRAMES`] frames usually spans.
+const MAX_BLOCKS: usize = 64;
+
+/// Reads native-endian u64s of process `pid` (a blocked thread's stack, for an unwinder), None
+/// where its memory cannot be read. The 4 KiB blocks read are kept, so a stack walk costs a
+/// syscall per block it touches instead of one per word.
+pub fn live_reader(pid: u32) -> impl FnMut(u64) -> Option<u64> {
+    let mut blocks = Blocks {
+        pid,
+        held: Vec::new(),
+        next: 0,
+    };
+    move |addr| {
+        let mut word = [0u8; 8];
+        let end = addr.checked_add(8)?;
+        // A word may straddle two blocks: copy each block's part.
+        let mut at = addr;
+        while at < end {
+            let base = at & !(BLOCK - 1);
+            let block = blocks.get(base)?;
+            let from = (at - base) as usize;
+            let len = ((end - at) as usize).min(BLOCK as usize - from);
+            let into = (at - addr) as usize;
+            word[into..into + len].copy_from_slice(&block[from..from + len]);
+            at += len as u64;
+        }
+        Some(u64::from_ne_bytes(word))
+    }
+}
+
+/// The blocks of a [`live_reader`]: base → bytes, None for a block that could not be read (also
+/// remembered, so a walk that keeps probing it costs nothing more).
+struct Blocks {
+    pid: u32,
+    held: Vec<(u64, Option<Box<[u8]>>)>,
+    /// Slot replaced next once `held` is full: the oldest.
+    next: usize,
+}
+
+impl Blocks {
+    fn get(&mut self, base: u64) -> Option<&[u8]> {
+        let slot = match self.held.iter().position(|(held, _)| *held == base) {
+            Some(slot) => slot,
+            None => {
+                let mut bytes = vec![0u8; BLOCK as usize].into_boxed_slice();
+                let bytes = read(self.pid, base, &mut bytes).ok().map(|()| bytes);
+                if self.held.len() < MAX_BLOCKS {
+                    self.held.push((base, bytes));
+                    self.held.len() - 1
+                } else {
+                    let slot = self.next;
+                    self.next = (slot + 1) % MAX_BLOCKS;
+                    self.held[slot] = (base, bytes);
+                    slot
+                }
+            }
+        };
+        self.held[slot].1.as_deref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +116,25 @@ mod tests {
         let got = read_u64s::<2>(std::process::id(), pair.as_ptr() as u64).unwrap();
         assert_eq!(got, pair);
         assert!(read_u32(std::process::id(), 8).is_err());
+    }
+
+    #[test]
+    fn live_reader_reads_words_across_blocks_and_fails_outside_memory() {
+        // Three blocks' worth, so some word straddles a block boundary whatever the alignment.
+        let words: Vec<u64> = (0..1536u64).map(|i| i * 0x0101_0101).collect();
+        let base = words.as_ptr() as u64;
+        let mut read = live_reader(std::process::id());
+        for (i, want) in words.iter().enumerate() {
+            assert_eq!(read(base + 8 * i as u64), Some(*want));
+        }
+        // Unaligned: the bytes of two neighbouring words.
+        let boundary = (base + BLOCK) & !(BLOCK - 1);
+        let mut want = [0u8; 8];
+        let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
+        let at = (boundary - 3 - base) as usize;
+        want.copy_from_slice(&bytes[at..at + 8]);
+        assert_eq!(read(boundary - 3), Some(u64::from_ne_bytes(want)));
+        assert_eq!(read(8), None);
+        assert_eq!(read(u64::MAX - 4), None);
     }
 }

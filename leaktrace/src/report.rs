@@ -8,9 +8,11 @@ use serde::Serialize;
 use crate::{
     loader::{ProbeCounters, ProgramStats, Skipped},
     model::{
-        FdKind, Finding, Frame, LeakDetail, OwnerSource, ProcessSummary, Resource, Trend, Verdict,
-        WaiterDetail,
+        FdKind, Finding, Frame, LeakDetail, Origin, OwnerSource, ProcessSummary, Resource, Trend,
+        Verdict, WaiterDetail,
     },
+    stacks::StackStats,
+    unwind::{Method, UnwindStats},
 };
 
 /// How complete the picture is: every loss, failure and disagreement, counted.
@@ -42,6 +44,10 @@ pub struct Health {
     /// Kernel time per program, when `kernel.bpf_stats_enabled` is 1.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub programs: Vec<ProgramStats>,
+    /// Where stacks came from: samples unwound, paired, lost.
+    pub stacks: StackStats,
+    /// The unwinder's caches of processes and binaries.
+    pub unwind: UnwindStats,
 }
 
 /// A finding with its symbolized stack.
@@ -49,6 +55,8 @@ pub struct Health {
 pub struct Located {
     pub finding: Finding,
     pub frames: Vec<Frame>,
+    /// How the stack was obtained; None without a stack.
+    pub origin: Option<Origin>,
     /// For a deadlock: the frames of each link of the cycle, in order.
     pub cycle_frames: Vec<Vec<Frame>>,
 }
@@ -143,6 +151,8 @@ enum Line<'a> {
         oldest_age_s: f64,
         rate_per_s: f64,
         stack_id: Option<u32>,
+        stack_method: Option<Method>,
+        stack_truncated: bool,
         frames: &'a [Frame],
         path: Option<&'a str>,
         exited: bool,
@@ -269,6 +279,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     for Located {
         finding: f,
         frames,
+        origin,
         cycle_frames,
     } in &r.findings
     {
@@ -283,6 +294,8 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             oldest_age_s: f.oldest_age_ns as f64 / 1e9,
             rate_per_s: f.rate_per_s,
             stack_id: f.stack.map(|s| s.id),
+            stack_method: origin.map(|o| o.method),
+            stack_truncated: origin.is_some_and(|o| o.truncated),
             frames,
             path: f.sample_path.as_deref(),
             exited: f.exited,
@@ -362,14 +375,28 @@ fn describe(f: &Finding) -> String {
 }
 
 fn frame_line(frame: &Frame) -> String {
-    let name = match (&frame.symbol, &frame.module) {
-        (Some(sym), _) => sym.clone(),
-        (None, Some(module)) => format!("{module}+{:#x}", frame.addr),
-        (None, None) => format!("{:#x}", frame.addr),
+    let name = match (&frame.symbol, &frame.module, frame.offset) {
+        (Some(sym), _, _) => sym.clone(),
+        (None, Some(module), Some(offset)) => format!("{module}+{offset:#x}"),
+        (None, Some(module), None) => format!("{module} {:#x}", frame.addr),
+        (None, None, _) => format!("{:#x}", frame.addr),
     };
     match (&frame.file, frame.line) {
         (Some(file), Some(line)) => format!("{name} ({file}:{line})"),
         _ => name,
+    }
+}
+
+fn describe_origin(origin: Origin) -> String {
+    let how = match origin.method {
+        Method::Fp => "stack from frame pointers",
+        Method::Dwarf => "stack unwound with .eh_frame",
+        Method::Mixed => "stack unwound with .eh_frame, then frame pointers",
+    };
+    if origin.truncated {
+        format!("{how}; truncated: the outermost frames are missing")
+    } else {
+        how.to_owned()
     }
 }
 
@@ -453,6 +480,7 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
         Located {
             finding,
             frames,
+            origin,
             cycle_frames,
         },
     ) in r.findings.iter().enumerate()
@@ -501,6 +529,9 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
         }
         if frames.len() > shown {
             writeln!(out, "      ... {} more frames", frames.len() - shown)?;
+        }
+        if let Some(origin) = origin {
+            writeln!(out, "      ({})", describe_origin(*origin))?;
         }
     }
     for s in &h.probes_skipped {
@@ -552,9 +583,14 @@ mod tests {
                     addr: 0x1234,
                     symbol: Some("server::leak_socket".into()),
                     module: Some("/bin/server".into()),
+                    offset: Some(0x234),
                     file: Some("src/main.rs".into()),
                     line: Some(10),
                 }],
+                origin: Some(Origin {
+                    method: Method::Dwarf,
+                    truncated: false,
+                }),
                 cycle_frames: Vec::new(),
             }],
             processes: vec![ProcessSummary {
@@ -606,6 +642,9 @@ mod tests {
         assert_eq!(f["frames"][0]["symbol"], "server::leak_socket");
         assert_eq!(f["frames"][0]["line"], 10);
         assert_eq!(f["frames"][0]["addr"], 0x1234);
+        assert_eq!(f["frames"][0]["offset"], 0x234);
+        assert_eq!(f["stack_method"], "dwarf");
+        assert_eq!(f["stack_truncated"], false);
         assert_eq!(f["verdict"], "leak");
         assert_eq!(f["destroyed"], 1);
         assert_eq!(f["age_p90_s"], 3.0);
@@ -625,6 +664,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("socket 40"), "{text}");
+        assert!(text.contains("(stack unwound with .eh_frame)"), "{text}");
+    }
+
+    #[test]
+    fn frames_without_symbols_are_named_by_module_and_offset() {
+        let mut frame = Frame {
+            addr: 0x5555_0000_1234,
+            module: Some("/bin/stripped".into()),
+            offset: Some(0x1234),
+            ..Frame::default()
+        };
+        assert_eq!(frame_line(&frame), "/bin/stripped+0x1234");
+        frame.offset = None;
+        assert_eq!(frame_line(&frame), "/bin/stripped 0x555500001234");
+    }
+
+    #[test]
+    fn origins_say_how_and_whether_cut() {
+        let origin = |method, truncated| describe_origin(Origin { method, truncated });
+        assert_eq!(origin(Method::Fp, false), "stack from frame pointers");
+        assert!(origin(Method::Mixed, false).contains("then frame pointers"));
+        assert!(origin(Method::Dwarf, true).contains("truncated"));
     }
 
     #[test]

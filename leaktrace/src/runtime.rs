@@ -16,18 +16,19 @@ use crate::{
     aggregator::{Aggregator, Limits},
     cli::{Cli, Format, EXIT_COMMAND_FAILED, EXIT_FOUND},
     decoder::{self, DecodeError},
-    event::Event,
+    event::Record,
     failure::Failure,
     folded,
     loader::{self, LoadOptions, Probes},
-    model::{Finding, ProcessSummary, Snapshot, StackRef},
+    model::{Finding, Origin, ProcessSummary, Snapshot, StackRef},
     preflight, procfs,
     reader::Reader,
     report::{self, Growth, Health, Located, Report},
+    stacks::Stacks,
     symbolizer::Symbolizer,
     target,
     tracefs::Tracefs,
-    userstack, verdicts,
+    verdicts,
     waiters::{WaiterLimits, Waiters},
     waitscan::WaitScanner,
 };
@@ -61,6 +62,7 @@ struct Session {
     waiters: Waiters,
     wait_scanner: WaitScanner,
     symbolizer: Symbolizer,
+    stacks: Stacks,
     events: u64,
     decode_errors: u64,
 }
@@ -74,13 +76,15 @@ impl Session {
         }
     }
 
-    fn apply(&mut self, batch: &mut Vec<Result<Event, DecodeError>>) {
+    fn apply(&mut self, batch: &mut Vec<Result<Record, DecodeError>>) {
         for decoded in batch.drain(..) {
             match decoded {
-                Ok(event) => {
+                Ok(Record::Event(mut event)) => {
                     self.events += 1;
+                    self.stacks.resolve(&mut event, |id| self.probes.stack(id));
                     self.aggregator.apply(&event);
                 }
+                Ok(Record::Sample(sample)) => self.stacks.sample(sample),
                 Err(_) => self.decode_errors += 1,
             }
         }
@@ -92,15 +96,16 @@ impl Session {
     fn settle(&mut self) {
         for stack in self.aggregator.take_new_stacks() {
             // A stack the kernel no longer has still gets an entry, with no frames.
-            let ips = if stack.id & userstack::WALKED != 0 {
-                self.wait_scanner
-                    .walked(stack.pid, stack.id)
-                    .map(<[u64]>::to_vec)
-            } else {
-                self.probes.stack(stack.id)
+            let unwound = self
+                .stacks
+                .take(stack.pid, stack.id, |id| self.probes.stack(id));
+            let origin = Origin {
+                method: unwound.method,
+                truncated: unwound.truncated,
             };
-            self.symbolizer.capture(stack, &ips.unwrap_or_default());
+            self.symbolizer.capture(stack, &unwound.ips, origin);
         }
+        self.stacks.settled();
         for pid in self.aggregator.take_unseen() {
             self.seed(pid);
         }
@@ -114,9 +119,13 @@ impl Session {
     /// One scan of blocked waiters (waits past `min_wait_ns`); registers their stacks.
     fn scan_waits(&mut self, min_wait_ns: u64) {
         let now = procfs::monotonic_ns();
-        let waits =
-            self.wait_scanner
-                .scan(self.probes.waits(), &mut self.aggregator, now, min_wait_ns);
+        let waits = self.wait_scanner.scan(
+            self.probes.waits(),
+            &mut self.aggregator,
+            &mut self.stacks,
+            now,
+            min_wait_ns,
+        );
         self.waiters.observe(now, &waits);
         self.settle();
     }
@@ -149,6 +158,7 @@ impl Session {
             .collect();
         Located {
             frames: frames_of(finding.stack),
+            origin: finding.stack.and_then(|s| self.symbolizer.origin(s)),
             cycle_frames,
             finding,
         }
@@ -175,6 +185,8 @@ impl Session {
             waits_full: sum(|p| p.waits_full),
             probes,
             programs: self.probes.program_stats(),
+            stacks: self.stacks.stats(),
+            unwind: self.stacks.unwind_stats(),
         }
     }
 }
@@ -285,7 +297,7 @@ impl Clock {
 fn drain_now(
     reader: &mut Reader,
     session: &mut Session,
-    batch: &mut Vec<Result<Event, DecodeError>>,
+    batch: &mut Vec<Result<Record, DecodeError>>,
 ) {
     loop {
         let (n, more) = reader.drain(MAX_BATCH, |rec| batch.push(decoder::decode(rec)));
@@ -299,7 +311,11 @@ fn drain_now(
 /// Re-syncs every live process with /proc: snapshots first, then the events that happened
 /// while they were read, then the comparison (the aggregator uses each snapshot's start time
 /// to tell real disagreements from changes that raced the read).
-fn resync(reader: &mut Reader, session: &mut Session, batch: &mut Vec<Result<Event, DecodeError>>) {
+fn resync(
+    reader: &mut Reader,
+    session: &mut Session,
+    batch: &mut Vec<Result<Record, DecodeError>>,
+) {
     let mut snaps: Vec<Snapshot> = Vec::new();
     for pid in session.aggregator.live_pids() {
         match procfs::snapshot(pid) {
@@ -332,6 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         &LoadOptions {
             ring_bytes: cli.ring_buffer_bytes,
             trace_all: cli.all,
+            stack_copy_bytes: cli.stack_copy,
             floor: false,
         },
     )?;
@@ -347,6 +364,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }),
         wait_scanner: WaitScanner::default(),
         symbolizer: Symbolizer::new(),
+        stacks: Stacks::default(),
         events: 0,
         decode_errors: 0,
     };

@@ -25,7 +25,7 @@ use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{CodeInfo, Input, Reason, Sym, Symbolized};
 use blazesym::Pid;
 
-use crate::model::{Frame, StackRef};
+use crate::model::{Frame, Origin, StackRef};
 
 const MAX_STACKS: usize = 65536;
 /// Each module holds up to two fds (ours and blazesym's), so this also bounds fd use.
@@ -53,8 +53,8 @@ pub struct SymbolizerStats {
 pub struct Symbolizer {
     normalizer: Normalizer,
     modules: Modules,
-    /// Stack → id of its (deduplicated) address list.
-    stacks: HashMap<StackRef, u64>,
+    /// Stack → id of its (deduplicated) address list, and how the addresses were obtained.
+    stacks: HashMap<StackRef, (u64, Origin)>,
     /// Capture order, for evicting the oldest.
     order: VecDeque<StackRef>,
     interned: HashMap<Rc<[Site]>, u64>,
@@ -208,7 +208,7 @@ impl Symbolizer {
     /// Normalizes the addresses (innermost first) of a new stack of a live process. Stacks
     /// already captured are skipped. If the process cannot be read the stack is still recorded,
     /// with frames carrying only addresses.
-    pub fn capture(&mut self, stack: StackRef, ips: &[u64]) {
+    pub fn capture(&mut self, stack: StackRef, ips: &[u64], origin: Origin) {
         if self.stacks.contains_key(&stack) {
             return;
         }
@@ -250,7 +250,7 @@ impl Symbolizer {
         if let Some(unique) = self.unique.get_mut(&id) {
             unique.refs += 1;
         }
-        self.stacks.insert(stack, id);
+        self.stacks.insert(stack, (id, origin));
         self.order.push_back(stack);
         while self.stacks.len() > self.max_stacks {
             self.evict_oldest_stack();
@@ -260,7 +260,7 @@ impl Symbolizer {
     /// Frames of a captured stack, innermost first, inlined calls as frames of their own;
     /// symbolized on first request, then cached. Unknown (or evicted) stack → empty.
     pub fn frames(&mut self, stack: StackRef) -> &[Frame] {
-        let Some(&id) = self.stacks.get(&stack) else {
+        let Some(&(id, _)) = self.stacks.get(&stack) else {
             return &[];
         };
         if let Some(unique) = self.unique.get(&id) {
@@ -276,6 +276,11 @@ impl Symbolizer {
             .get(&id)
             .and_then(|unique| unique.frames.as_deref())
             .unwrap_or_default()
+    }
+
+    /// How a captured stack was obtained.
+    pub fn origin(&self, stack: StackRef) -> Option<Origin> {
+        self.stacks.get(&stack).map(|&(_, origin)| origin)
     }
 
     pub fn stats(&self) -> SymbolizerStats {
@@ -385,7 +390,7 @@ impl Symbolizer {
         let Some(stack) = self.order.pop_front() else {
             return;
         };
-        let Some(id) = self.stacks.remove(&stack) else {
+        let Some((id, _)) = self.stacks.remove(&stack) else {
             return;
         };
         self.stats.evicted_stacks += 1;
@@ -522,6 +527,7 @@ fn bare_frame(site: &Site, place: &Place) -> Frame {
     Frame {
         addr: site.addr,
         symbol,
+        offset: module.is_some().then_some(site.offset),
         module,
         file: None,
         line: None,
@@ -538,6 +544,7 @@ fn sym_frames(site: &Site, place: &Place, sym: &Sym<'_>) -> Vec<Frame> {
     let frame = |name: &str, code: Option<&CodeInfo<'_>>| Frame {
         addr: site.addr,
         symbol: (!name.is_empty()).then(|| name.to_owned()),
+        offset: module.is_some().then_some(site.offset),
         module: module.clone(),
         file: code.map(|code| code.to_path().to_string_lossy().into_owned()),
         line: code.and_then(|code| code.line),
@@ -555,6 +562,11 @@ mod tests {
     use std::hint::black_box;
 
     use super::*;
+
+    const FP: Origin = Origin {
+        method: crate::unwind::Method::Fp,
+        truncated: false,
+    };
 
     /// Above PID_MAX_LIMIT (4M), so it can never exist.
     const NO_SUCH_PID: u32 = u32::MAX / 4;
@@ -618,7 +630,7 @@ mod tests {
         let probe = probe_addr();
         // Innermost exact, then a return-address-like one inside the probe.
         let ips = [probe + 1, probe + 9];
-        sym.capture(this(1), &ips);
+        sym.capture(this(1), &ips, FP);
         let frames = sym.frames(this(1)).to_vec();
         let exe = std::env::current_exe().expect("current exe");
         let dwarf = exe_has_dwarf_lines();
@@ -654,7 +666,7 @@ mod tests {
     fn names_a_shared_library_function() {
         let mut sym = Symbolizer::new();
         let getpid = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize as u64;
-        sym.capture(this(1), &[getpid]);
+        sym.capture(this(1), &[getpid], FP);
         let frames = sym.frames(this(1));
         let frame = frames.first().expect("a frame");
         assert!(
@@ -691,7 +703,7 @@ mod tests {
         let ips: Vec<u64> = (0..128).map(|i| caller + i).collect();
         let mut sym = Symbolizer::new();
         for (id, &ip) in (0..).zip(&ips) {
-            sym.capture(this(id), &[ip]);
+            sym.capture(this(id), &[ip], FP);
         }
         let named = |f: &Frame, name: &str| f.symbol.as_deref().is_some_and(|s| s.contains(name));
         let inlined = (0..).zip(&ips).find_map(|(id, _)| {
@@ -726,7 +738,7 @@ mod tests {
     #[test]
     fn symbolizes_a_deleted_file_after_it_is_unmapped() {
         let mut sym = Symbolizer::new();
-        sym.capture(this(1), &[probe_addr()]);
+        sym.capture(this(1), &[probe_addr()], FP);
         let site = sym.unique.values().next().map(|u| u.sites[0]);
         let offset = match site.map(|site| (site, sym.places.of(&site))) {
             Some((site, Place::File { .. })) => site.offset,
@@ -757,7 +769,7 @@ mod tests {
         let end = base + (len as u64).div_ceil(page) * page;
         let privileged = File::open(format!("/proc/self/map_files/{base:x}-{end:x}")).is_ok();
 
-        sym.capture(this(2), &[base + offset]);
+        sym.capture(this(2), &[base + offset], FP);
         // SAFETY: the mapping made above, no longer used.
         unsafe { libc::munmap(map, len) };
         // Gone from disk and from the address space: only the module's open file is left.
@@ -781,7 +793,7 @@ mod tests {
     fn unknown_stack_is_empty() {
         let mut sym = Symbolizer::new();
         assert!(sym.frames(this(7)).is_empty());
-        sym.capture(this(1), &[]);
+        sym.capture(this(1), &[], FP);
         assert!(sym.frames(this(1)).is_empty());
         assert!(sym.frames(this(7)).is_empty());
     }
@@ -801,8 +813,8 @@ mod tests {
             id: 1,
         };
         // Trailing zeros are the kernel's padding.
-        sym.capture(gone, &[probe, probe + 8, 0, 0]);
-        sym.capture(kernel, &[probe]);
+        sym.capture(gone, &[probe, probe + 8, 0, 0], FP);
+        sym.capture(kernel, &[probe], FP);
         let bare = |addr| Frame {
             addr,
             ..Frame::default()
@@ -831,7 +843,7 @@ mod tests {
         assert_ne!(map, libc::MAP_FAILED);
         let addr = map as u64 + 16;
         let mut sym = Symbolizer::new();
-        sym.capture(this(1), &[addr]);
+        sym.capture(this(1), &[addr], FP);
         // SAFETY: the mapping made above, no longer used.
         unsafe { libc::munmap(map, len) };
         let frames = sym.frames(this(1));
@@ -849,14 +861,14 @@ mod tests {
     fn caches_and_deduplicates() {
         let mut sym = Symbolizer::new();
         let ips = [probe_addr() + 1];
-        sym.capture(this(1), &ips);
+        sym.capture(this(1), &ips, FP);
         let first = sym.frames(this(1)).to_vec();
         let after_first = sym.stats();
         assert!(after_first.symbolized_frames > 0);
         assert_eq!(sym.frames(this(1)), first);
         // Same addresses under another id (a forked child, say), and a repeated capture.
-        sym.capture(this(2), &ips);
-        sym.capture(this(1), &ips);
+        sym.capture(this(2), &ips, FP);
+        sym.capture(this(1), &ips, FP);
         assert_eq!(sym.frames(this(2)), first);
         let stats = sym.stats();
         assert_eq!(stats.captured_stacks, 2);
@@ -869,13 +881,13 @@ mod tests {
         let mut sym = Symbolizer::with_limits(2, MAX_MODULES);
         let probe = probe_addr();
         for id in 1..=3 {
-            sym.capture(this(id), &[probe + u64::from(id)]);
+            sym.capture(this(id), &[probe + u64::from(id)], FP);
         }
         assert!(sym.frames(this(1)).is_empty());
         assert_eq!(sym.frames(this(3)).first().map(|f| f.addr), Some(probe + 3));
         assert_eq!(sym.stats().evicted_stacks, 1);
         // A shared address list outlives the first stack using it.
-        sym.capture(this(4), &[probe + 3]);
+        sym.capture(this(4), &[probe + 3], FP);
         assert_eq!(sym.frames(this(4)).first().map(|f| f.addr), Some(probe + 3));
         assert_eq!(sym.stats().evicted_stacks, 2);
         assert_eq!(
@@ -889,8 +901,8 @@ mod tests {
         let mut sym = Symbolizer::with_limits(MAX_STACKS, 1);
         let probe = probe_addr();
         let getpid = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize as u64;
-        sym.capture(this(1), &[probe]);
-        sym.capture(this(2), &[getpid]);
+        sym.capture(this(1), &[probe], FP);
+        sym.capture(this(2), &[getpid], FP);
         assert_eq!(sym.stats().evicted_modules, 1);
         // The executable was evicted: module known, symbols gone.
         let frames = sym.frames(this(1));
@@ -901,7 +913,7 @@ mod tests {
         );
         assert!(sym.frames(this(2))[0].symbol.is_some());
         // Capturing it again reopens it.
-        sym.capture(this(3), &[probe + 1]);
+        sym.capture(this(3), &[probe + 1], FP);
         assert!(sym.frames(this(3))[0].symbol.is_some());
         assert_eq!(sym.stats().evicted_modules, 2);
     }

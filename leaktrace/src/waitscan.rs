@@ -7,21 +7,22 @@
 //! `/proc/PID/task/TID/syscall` when its process is seeded, and followed until it leaves that
 //! call. Its wait began before tracing did, so its age is a lower bound and it has no stack.
 //!
-//! A wait's stack is walked from userspace ([`userstack`]) the first time a scan finds it long,
-//! from the registers the probe saved; the thread has not run since, so it is the stack at entry.
+//! A wait's stack is unwound from userspace ([`Stacks::blocked`]) the first time a scan finds it
+//! long, from the registers the probe saved; the thread has not run since, so it is the stack at
+//! entry.
 
 use std::{
     collections::{HashMap, HashSet},
     fs,
 };
 
-use leaktrace_common::{futex, InFlightWait};
+use leaktrace_common::{futex, InFlightWait, UserRegs};
 
 use crate::{
     aggregator::Aggregator,
     lockowner,
     model::{StackId, Wait, WaitKind},
-    userstack,
+    stacks::Stacks,
 };
 
 /// A thread inside a syscall, from `/proc/PID/task/TID/syscall`.
@@ -70,10 +71,8 @@ struct Preexisting {
 #[derive(Default)]
 pub struct WaitScanner {
     preexisting: Vec<Preexisting>,
-    /// Stack id of each long wait of the last scan, by (tid, start): walked once per wait.
+    /// Stack id of each long wait of the last scan, by (tid, start): unwound once per wait.
     stack_ids: HashMap<(u32, u64), StackId>,
-    /// Stacks walked by the last scan: (pid, id, addresses), until the runtime captures them.
-    walked: Vec<(u32, StackId, Vec<u64>)>,
 }
 
 /// Bound on waits remembered from before tracing (each is re-read every scan).
@@ -100,9 +99,7 @@ impl WaitScanner {
                     start_ns: since_ns,
                     uaddr,
                     // Registers unknown: no stack.
-                    user_ip: 0,
-                    user_sp: 0,
-                    user_fp: 0,
+                    regs: UserRegs::default(),
                     tgid: pid,
                     op,
                     val,
@@ -118,6 +115,7 @@ impl WaitScanner {
         &mut self,
         in_flight: Vec<(u32, InFlightWait)>,
         aggregator: &mut Aggregator,
+        stacks: &mut Stacks,
         now_ns: u64,
         min_wait_ns: u64,
     ) -> Vec<Wait> {
@@ -129,20 +127,18 @@ impl WaitScanner {
         let old: Vec<(u32, InFlightWait)> =
             self.preexisting.iter().map(|p| (p.tid, p.wait)).collect();
         let mut stack_ids = HashMap::new();
-        self.walked.clear();
         let waits = in_flight
             .into_iter()
             .chain(old)
             .filter(|(_, w)| now_ns.saturating_sub(w.start_ns) >= min_wait_ns)
             .map(|(tid, w)| {
-                let stack = (w.user_ip != 0).then(|| {
+                let stack = (w.regs.ip != 0).then(|| {
                     let key = (tid, w.start_ns);
-                    let id = self.stack_ids.get(&key).copied().unwrap_or_else(|| {
-                        let ips = userstack::walk_blocked(w.tgid, w.user_ip, w.user_fp);
-                        let id = userstack::walked_id(&ips);
-                        self.walked.push((w.tgid, id, ips));
-                        id
-                    });
+                    let id = self
+                        .stack_ids
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| stacks.blocked(w.tgid, w.regs));
                     stack_ids.insert(key, id);
                     id
                 });
@@ -163,14 +159,6 @@ impl WaitScanner {
             .collect();
         self.stack_ids = stack_ids;
         waits
-    }
-
-    /// The addresses of a stack the last scan walked in process `pid`.
-    pub fn walked(&self, pid: u32, id: StackId) -> Option<&[u64]> {
-        self.walked
-            .iter()
-            .find(|(p, i, _)| (*p, *i) == (pid, id))
-            .map(|(_, _, ips)| ips.as_slice())
     }
 }
 

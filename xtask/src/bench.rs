@@ -55,18 +55,21 @@ enum Mode {
     Untraced,
     /// (b) The empty program on every tracepoint leaktrace uses (`leaktrace __floor`).
     Floor,
-    /// (c) `leaktrace --pid <workload>`.
+    /// (c) `leaktrace --pid <workload>`: stacks unwound from a copy of the stack top.
     Pid,
+    /// (c') `leaktrace --pid <workload> --stack-copy 0`: frame-pointer stacks only.
+    PidFp,
     /// (d) `leaktrace --all`.
     SystemWide,
     /// (e) bench.bt, the same state kept by bpftrace.
     Bpftrace,
 }
 
-const MODES: [Mode; 5] = [
+const MODES: [Mode; 6] = [
     Mode::Untraced,
     Mode::Floor,
     Mode::Pid,
+    Mode::PidFp,
     Mode::SystemWide,
     Mode::Bpftrace,
 ];
@@ -77,6 +80,7 @@ impl Mode {
             Mode::Untraced => "untraced",
             Mode::Floor => "floor",
             Mode::Pid => "leaktrace-pid",
+            Mode::PidFp => "leaktrace-pid-fp",
             Mode::SystemWide => "leaktrace-all",
             Mode::Bpftrace => "bpftrace",
         }
@@ -266,16 +270,19 @@ impl Tracer {
                 cmd.arg("__floor");
                 (cmd, "attached ")
             }
-            Mode::Pid | Mode::SystemWide => {
+            Mode::Pid | Mode::PidFp | Mode::SystemWide => {
                 let mut cmd = env.pinned(&env.leaktrace, true);
                 cmd.args(["--format", "json", "--interval", "1s", "-o"])
                     .arg(&report);
-                if mode == Mode::Pid {
+                if mode == Mode::SystemWide {
+                    cmd.arg("--all");
+                } else {
                     for pid in pids {
                         cmd.args(["--pid", &pid.to_string()]);
                     }
-                } else {
-                    cmd.arg("--all");
+                }
+                if mode == Mode::PidFp {
+                    cmd.args(["--stack-copy", "0"]);
                 }
                 (cmd, "leaktrace: tracing ")
             }
@@ -331,11 +338,11 @@ impl Tracer {
         match self.mode {
             Mode::Floor => drop(self.stdin.take()),
             Mode::SystemWide | Mode::Bpftrace => signal(&self.child, libc::SIGINT),
-            Mode::Pid | Mode::Untraced => {}
+            Mode::Pid | Mode::PidFp | Mode::Untraced => {}
         }
         let usage = reap(&mut self.child, Duration::from_secs(60))?;
         let mut seen = Seen::default();
-        if matches!(self.mode, Mode::Pid | Mode::SystemWide) {
+        if matches!(self.mode, Mode::Pid | Mode::PidFp | Mode::SystemWide) {
             let health = last_of_type(&self.report, "health")?
                 .with_context(|| format!("no health line in {}", self.report.display()))?;
             seen.events = health["events"].as_u64().context("health.events")?;
@@ -391,7 +398,7 @@ fn run_workload(env: &Env, workload: &str, ops: u64, mode: Mode) -> Result<(f64,
     let result = w.expect("result ")?;
     w.finish()?;
     let seen = tracer.map(Tracer::stop).transpose()?.unwrap_or_default();
-    if mode == Mode::Pid {
+    if matches!(mode, Mode::Pid | Mode::PidFp) {
         ensure!(
             seen.events > 0,
             "leaktrace --pid saw no events of {workload}"
@@ -404,10 +411,10 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
     let mut out = Vec::new();
     println!("\n## Overhead: ns per operation, median [min–max] of {rounds} alternating rounds\n");
     println!(
-        "| workload | {} | pid/untraced | pid/floor | pid/bpftrace | added: pid/floor | added: pid/bpftrace | lost |",
+        "| workload | {} | pid/untraced | pid-fp/untraced | pid/floor | pid/bpftrace | added: pid/floor | added: pid/bpftrace | lost |",
         MODES.map(Mode::name).join(" | ")
     );
-    println!("|---|{}", "---|".repeat(MODES.len() + 6));
+    println!("|---|{}", "---|".repeat(MODES.len() + 7));
     for &(workload, ops) in WORKLOADS {
         let ops = (ops / scale).max(1);
         let mut ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -440,6 +447,9 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
             let (lo, hi) = min_max(&per_round(m));
             (med(Mode::Pid) / med(m), lo, hi)
         };
+        // Frame pointers only, against untraced: what DWARF unwinding's copies add shows as
+        // the difference from pid/untraced.
+        let fp_over_untraced = med(Mode::PidFp) / med(Mode::Untraced);
         let base = med(Mode::Untraced);
         let added = |m: Mode| med(m) - base;
         let cells: Vec<String> = MODES
@@ -454,7 +464,7 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
             format!("{r:.2}× [{lo:.2}–{hi:.2}]")
         };
         println!(
-            "| {workload} | {} | {} | {} | {} | {:.2}× | {:.2}× | {lost} |",
+            "| {workload} | {} | {} | {fp_over_untraced:.2}× | {} | {} | {:.2}× | {:.2}× | {lost} |",
             cells.join(" | "),
             ratio_cell(Mode::Untraced),
             ratio_cell(Mode::Floor),
@@ -481,6 +491,7 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
             "ops": ops,
             "modes": modes,
             "pid_over_untraced": ratio_json(Mode::Untraced),
+            "pid_fp_over_untraced": fp_over_untraced,
             "pid_over_floor": ratio_json(Mode::Floor),
             "pid_over_bpftrace": ratio_json(Mode::Bpftrace),
             "added_pid_over_added_floor": added(Mode::Pid) / added(Mode::Floor),
