@@ -391,10 +391,15 @@ pub enum Counter {
     PathFailed = 5,
     /// Futex waits not tracked because the in-flight wait map was full.
     WaitsFull = 6,
+    /// [`StackSample`]s written. Kept apart from `Emitted`: they are not events.
+    SamplesSent = 7,
+    /// [`StackSample`]s lost because the ring buffer was full: their record then has only its
+    /// frame-pointer stack.
+    SamplesLost = 8,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 9;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::Emitted,
         Self::RingFull,
@@ -403,6 +408,8 @@ impl Counter {
         Self::PendingFull,
         Self::PathFailed,
         Self::WaitsFull,
+        Self::SamplesSent,
+        Self::SamplesLost,
     ];
 
     pub const fn slot(self, probe: u16) -> u32 {

@@ -531,8 +531,8 @@ fn sample_stack(cfg: &Config, probe: u16, ts: u64, tgid: u32, tid: u32) {
         core::slice::from_raw_parts(sample.cast::<u8>(), StackSample::HEAD + copied)
     };
     match EVENTS.output::<[u8]>(record, wakeup(record.len())) {
-        Ok(()) => count(probe, Counter::Emitted),
-        Err(_) => count(probe, Counter::RingFull),
+        Ok(()) => count(probe, Counter::SamplesSent),
+        Err(_) => count(probe, Counter::SamplesLost),
     }
 }
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]

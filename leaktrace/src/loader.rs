@@ -45,6 +45,8 @@ pub struct ProbeCounters {
     pub pending_full: u64,
     pub path_failures: u64,
     pub waits_full: u64,
+    pub samples: u64,
+    pub samples_lost: u64,
 }
 
 /// Time the kernel spent in one program, counted only while `kernel.bpf_stats_enabled` is 1
@@ -391,6 +393,8 @@ impl Probes {
                     pending_full: c(Counter::PendingFull),
                     path_failures: c(Counter::PathFailed),
                     waits_full: c(Counter::WaitsFull),
+                    samples: c(Counter::SamplesSent),
+                    samples_lost: c(Counter::SamplesLost),
                 }
             })
             .collect()

@@ -40,6 +40,8 @@ pub struct Health {
     pub path_failures: u64,
     /// Futex waits not tracked because the in-flight wait map was full.
     pub waits_full: u64,
+    /// Stack samples lost to a full ring buffer (their records keep a frame-pointer stack).
+    pub samples_lost: u64,
     pub probes: Vec<ProbeCounters>,
     /// Kernel time per program, when `kernel.bpf_stats_enabled` is 1.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -427,6 +429,13 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
         h.probes_attached,
         h.probes_skipped.len()
     )?;
+    if h.samples_lost + h.stacks.unpaired + h.stacks.dropped > 0 {
+        writeln!(
+            out,
+            "  stack samples lost {}, unpaired {}, dropped {}: those stacks are frame-pointer walks",
+            h.samples_lost, h.stacks.unpaired, h.stacks.dropped
+        )?;
+    }
     if !r.verdicts.is_empty() {
         let summary: Vec<String> = r.verdicts.iter().map(|(v, n)| format!("{n} {v}")).collect();
         writeln!(out, "  verdicts: {}", summary.join(", "))?;

@@ -183,6 +183,7 @@ impl Session {
             pending_full: sum(|p| p.pending_full),
             path_failures: sum(|p| p.path_failures),
             waits_full: sum(|p| p.waits_full),
+            samples_lost: sum(|p| p.samples_lost),
             probes,
             programs: self.probes.program_stats(),
             stacks: self.stacks.stats(),
