@@ -5,7 +5,7 @@
 use std::{
     ffi::OsStr,
     io::{BufRead, BufReader, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc,
     thread,
@@ -117,7 +117,12 @@ pub struct Repro {
 
 impl Repro {
     pub fn start(scenario: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(reproducer_path())
+        Self::start_program(&reproducer_path(), scenario, args)
+    }
+
+    /// Any program that speaks the reproducer's protocol (tests/c/'s leaky programs do).
+    pub fn start_program(program: &Path, scenario: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
             .arg(scenario)
             .args(args)
             .arg("--wait-stdin")

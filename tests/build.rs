@@ -1,0 +1,112 @@
+//! Builds the C and C++ leaky programs of tests/c/ into OUT_DIR, for tests/tests/unwind.rs
+//! (which finds them through `env!("LEAKTRACE_C_REPROS")`):
+//! - `leaky-O2`: `-O2 -g -fomit-frame-pointer`, the way distributions build C: no frame pointers,
+//!   so only .eh_frame can unwind it;
+//! - `leaky-fp`: the same with `-fno-omit-frame-pointer`;
+//! - `leaky-stripped`: `leaky-O2` after `strip --strip-all` (.eh_frame stays, symbols go);
+//!   `leaky-O2` is its unstripped twin, whose symbol table the test reads;
+//! - `leakypp-O2`: tests/c/leaky.cpp, `-O2 -g -fomit-frame-pointer`.
+//!
+//! Executables, not libraries, hence plain compiler commands rather than the `cc` crate. The
+//! compilers are `cc` and `c++` (or $CC, $CXX), `strip` (or $STRIP).
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// Flags every variant shares. The unwind tables are the default on x86_64; explicit, because
+/// they are what the tests exercise.
+const COMMON: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fasynchronous-unwind-tables",
+    "-Wall",
+    "-Wextra",
+    "-pthread",
+];
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let src = manifest.join("c");
+    for file in ["leaky.c", "leaky.cpp", "protocol.h"] {
+        println!("cargo:rerun-if-changed={}", src.join(file).display());
+    }
+    for var in ["CC", "CXX", "STRIP"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let cc = tool("CC", "cc");
+    let cxx = tool("CXX", "c++");
+
+    let c = src.join("leaky.c");
+    compile(
+        &cc,
+        &c,
+        &["-std=c11", "-fomit-frame-pointer"],
+        &out.join("leaky-O2"),
+    );
+    compile(
+        &cc,
+        &c,
+        &["-std=c11", "-fno-omit-frame-pointer"],
+        &out.join("leaky-fp"),
+    );
+    run(
+        Command::new(tool("STRIP", "strip"))
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(out.join("leaky-stripped"))
+            .arg(out.join("leaky-O2")),
+        "strip (binutils)",
+    );
+    compile(
+        &cxx,
+        &src.join("leaky.cpp"),
+        &["-std=c++17", "-fomit-frame-pointer"],
+        &out.join("leakypp-O2"),
+    );
+    println!("cargo:rustc-env=LEAKTRACE_C_REPROS={}", out.display());
+}
+
+fn tool(var: &str, default: &str) -> String {
+    env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn compile(compiler: &str, source: &Path, flags: &[&str], output: &Path) {
+    run(
+        Command::new(compiler)
+            .args(COMMON)
+            .args(flags)
+            .arg("-o")
+            .arg(output)
+            .arg(source),
+        "a C/C++ compiler (gcc and g++: `apt-get install gcc g++`)",
+    );
+}
+
+/// Runs a build tool; its warnings become cargo warnings, its failure (or absence) a build error
+/// that says what is missing.
+fn run(cmd: &mut Command, what: &str) {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let output = cmd.output().unwrap_or_else(|err| {
+        panic!(
+            "tests/build.rs: cannot run `{program}` ({err}). The unwinding tests' C and C++ \
+             programs need {what}; install it, or name another in $CC / $CXX / $STRIP."
+        )
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        panic!(
+            "tests/build.rs: {cmd:?} failed ({}):\n{stderr}",
+            output.status
+        );
+    }
+    for line in stderr.lines() {
+        println!("cargo:warning={program}: {line}");
+    }
+}
