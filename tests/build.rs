@@ -5,7 +5,9 @@
 //! - `leaky-fp`: the same with `-fno-omit-frame-pointer`;
 //! - `leaky-stripped`: `leaky-O2` after `strip --strip-all` (.eh_frame stays, symbols go);
 //!   `leaky-O2` is its unstripped twin, whose symbol table the test reads;
-//! - `leakypp-O2`: tests/c/leaky.cpp, `-O2 -g -fomit-frame-pointer`.
+//! - `leakypp-O2`: tests/c/leaky.cpp, `-O2 -g -fomit-frame-pointer`;
+//! - `fp-only`: tests/c/fp-only.c, frame pointers in every frame: no libc, static, its own
+//!   entry point.
 //!
 //! Executables, not libraries, hence plain compiler commands rather than the `cc` crate. The
 //! compilers are `cc` and `c++` (or $CC, $CXX), `strip` (or $STRIP).
@@ -24,14 +26,14 @@ const COMMON: &[&str] = &[
     "-fasynchronous-unwind-tables",
     "-Wall",
     "-Wextra",
-    "-pthread",
 ];
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let src = manifest.join("c");
-    for file in ["leaky.c", "leaky.cpp", "protocol.h"] {
+    println!("cargo:rerun-if-changed=build.rs");
+    for file in ["leaky.c", "leaky.cpp", "protocol.h", "fp-only.c"] {
         println!("cargo:rerun-if-changed={}", src.join(file).display());
     }
     for var in ["CC", "CXX", "STRIP"] {
@@ -44,13 +46,13 @@ fn main() {
     compile(
         &cc,
         &c,
-        &["-std=c11", "-fomit-frame-pointer"],
+        &["-std=c11", "-pthread", "-fomit-frame-pointer"],
         &out.join("leaky-O2"),
     );
     compile(
         &cc,
         &c,
-        &["-std=c11", "-fno-omit-frame-pointer"],
+        &["-std=c11", "-pthread", "-fno-omit-frame-pointer"],
         &out.join("leaky-fp"),
     );
     run(
@@ -64,8 +66,22 @@ fn main() {
     compile(
         &cxx,
         &src.join("leaky.cpp"),
-        &["-std=c++17", "-fomit-frame-pointer"],
+        &["-std=c++17", "-pthread", "-fomit-frame-pointer"],
         &out.join("leakypp-O2"),
+    );
+    compile(
+        &cc,
+        &src.join("fp-only.c"),
+        &[
+            "-std=gnu11",
+            "-fno-omit-frame-pointer",
+            "-ffreestanding",
+            "-fno-stack-protector",
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+        ],
+        &out.join("fp-only"),
     );
     println!("cargo:rustc-env=LEAKTRACE_C_REPROS={}", out.display());
 }

@@ -17,6 +17,7 @@ pub mod names {
     pub const PENDING: &str = "PENDING";
     pub const CONFIG: &str = "CONFIG";
     pub const WAITS: &str = "WAITS";
+    pub const COMPLETE: &str = "COMPLETE";
 }
 
 /// Capacity of the in-kernel maps (userspace may shrink or grow some at load time).

@@ -64,6 +64,12 @@ static PENDING: HashMap<u32, PendingCall> = HashMap::with_max_entries(capacity::
 #[map]
 static WAITS: HashMap<u32, InFlightWait> = HashMap::with_max_entries(capacity::WAITS, 0);
 
+/// Frame-pointer stacks (by stack map id) that userspace found complete: an unwind of a sample
+/// with this walk added no frame. Their creation events skip the sample, so code built with
+/// frame pointers pays for the walk only.
+#[map]
+static COMPLETE: Array<u8> = Array::with_max_entries(capacity::STACKS, 0);
+
 /// Where a [`StackSample`] is assembled: 16 KiB does not fit on the 512-byte BPF stack.
 #[map]
 static SAMPLE: PerCpuArray<StackSample> = PerCpuArray::with_max_entries(1, 0);
@@ -191,7 +197,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     }
     let stack_id = user_stack(&ctx, probe);
     let ts = now();
-    sample_stack(&cfg, probe, ts, tgid, tid);
+    sample_stack(&cfg, probe, stack_id, ts, tgid, tid);
     emit(
         probe,
         TaskNewEvent {
@@ -414,7 +420,14 @@ fn emit_created(
 ) {
     let mut event = fd_event(op, kind, probe, tgid, tid, fd as i32, aux);
     event.stack_id = user_stack(ctx, probe);
-    sample_stack(&config(), probe, event.header.ts_ns, tgid, tid);
+    sample_stack(
+        &config(),
+        probe,
+        event.stack_id,
+        event.header.ts_ns,
+        tgid,
+        tid,
+    );
     emit(probe, event);
 }
 
@@ -432,7 +445,7 @@ fn emit_path(
 ) {
     let stack_id = user_stack(ctx, probe);
     let ts = now();
-    sample_stack(cfg, probe, ts, tgid, tid);
+    sample_stack(cfg, probe, stack_id, ts, tgid, tid);
     let Some(mut entry) = EVENTS.reserve::<FdPathEvent>(0) else {
         count(probe, Counter::RingFull);
         return;
@@ -490,10 +503,14 @@ fn user_regs() -> Option<UserRegs> {
 /// Before a creation record: its thread's registers and the top `stack_copy_bytes` of its user
 /// stack, so userspace can unwind code without frame pointers (the frame-pointer walk in the
 /// record itself misses the caller of a frameless libc wrapper). A copy that would run past the
-/// end of the stack's mapping fails as a whole, so it is retried shorter, down to 1/8.
+/// end of the stack's mapping fails as a whole, so it is retried shorter, down to 1/8. Not
+/// taken when the record's frame-pointer walk `stack_id` is known to be complete.
 #[inline(always)]
-fn sample_stack(cfg: &Config, probe: u16, ts: u64, tgid: u32, tid: u32) {
+fn sample_stack(cfg: &Config, probe: u16, stack_id: i32, ts: u64, tgid: u32, tid: u32) {
     if cfg.stack_copy_bytes == 0 {
+        return;
+    }
+    if stack_id >= 0 && COMPLETE.get(stack_id as u32).is_some_and(|&done| done != 0) {
         return;
     }
     let Some(sample) = SAMPLE.get_ptr_mut(0) else {

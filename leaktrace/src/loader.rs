@@ -69,6 +69,7 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     targets: HashMap<MapData, u32, u8>,
     waits: HashMap<MapData, u32, InFlightWait>,
+    complete: Array<MapData, u8>,
     /// Tracepoints attached, as `category:name`.
     pub attached: Vec<String>,
     pub skipped: Vec<Skipped>,
@@ -320,6 +321,7 @@ impl Probes {
             counters: take_map(&mut ebpf, names::COUNTERS)?,
             targets: take_map(&mut ebpf, names::TARGETS)?,
             waits: take_map(&mut ebpf, names::WAITS)?,
+            complete: take_map(&mut ebpf, names::COMPLETE)?,
             ebpf,
             links,
             attached,
@@ -344,6 +346,13 @@ impl Probes {
     pub fn stack(&self, id: u32) -> Option<Vec<u64>> {
         let trace = self.stacks.get(&id, 0).ok()?;
         Some(trace.frames().iter().map(|f| f.ip).collect())
+    }
+
+    /// Marks a kernel stack complete: frame pointers alone gave all its frames, so its creation
+    /// events need no stack sample from now on.
+    pub fn mark_complete(&mut self, id: u32) {
+        // An id beyond the map is not the kernel's; the samples then simply go on.
+        let _ = self.complete.set(id, 1, 0);
     }
 
     /// Every futex wait in progress in a traced process, by thread id.

@@ -106,6 +106,9 @@ impl Session {
             self.symbolizer.capture(stack, &unwound.ips, origin);
         }
         self.stacks.settled();
+        for id in self.stacks.take_complete() {
+            self.probes.mark_complete(id);
+        }
         for pid in self.aggregator.take_unseen() {
             self.seed(pid);
         }

@@ -13,7 +13,7 @@ use crate::{
     event::{Event, Sample, What},
     model::StackId,
     procmem,
-    unwind::{self, Regs, Unwinder, Unwound},
+    unwind::{self, Method, Regs, Unwinder, Unwound},
     userstack,
 };
 
@@ -46,6 +46,8 @@ pub struct Stacks {
     kernel: HashMap<StackId, Rc<[u64]>>,
     /// Stacks unwound since the last [`Stacks::settled`], until the symbolizer captures them.
     fresh: HashMap<(u32, StackId), Unwound>,
+    /// Kernel stacks a sample showed complete, until the kernel is told ([`Stacks::take_complete`]).
+    complete: Vec<StackId>,
     stats: StackStats,
 }
 
@@ -90,16 +92,24 @@ impl Stacks {
             self.stats.unpaired += 1;
             return;
         }
-        let fp = stack.and_then(|id| self.kernel_stack(id, kernel));
+        let kernel_id = *stack;
+        let fp = kernel_id.and_then(|id| self.kernel_stack(id, kernel));
         let walk = self.unwinder.unwind(
             sample.pid,
             sample.regs,
             unwind::copy_reader(sample.regs.sp, &sample.stack),
         );
-        *stack = Some(self.keep(
-            sample.pid,
-            unwind::merge(walk, fp.as_deref().unwrap_or(&[])),
-        ));
+        let verified = walk.complete && walk.mapped;
+        let unwound = unwind::merge(walk, fp.as_deref().unwrap_or(&[]));
+        if let (Some(id), Method::Fp, true) = (kernel_id, unwound.method, verified) {
+            // An unwind to the root over the process's own code added nothing to the kernel's walk: that walk
+            // is the stack, now and for every later event with the same walk (the same return
+            // addresses from the same instruction on). Keep the kernel's id so both group
+            // together.
+            self.complete.push(id);
+            return;
+        }
+        *stack = Some(self.keep(sample.pid, unwound));
     }
 
     /// The stack of a thread of `pid` blocked in a wait with these registers: frozen while it
@@ -122,11 +132,16 @@ impl Stacks {
         if id & userstack::WALKED != 0 {
             return self.fresh.remove(&(pid, id)).unwrap_or(Unwound {
                 ips: Vec::new(),
-                method: unwind::Method::Fp,
+                method: Method::Fp,
                 truncated: false,
             });
         }
         unwind::fp_only(self.kernel_stack(id, kernel).as_deref().unwrap_or(&[]))
+    }
+
+    /// Kernel stacks found complete since the last call.
+    pub fn take_complete(&mut self) -> Vec<StackId> {
+        std::mem::take(&mut self.complete)
     }
 
     /// The symbolizer has what it needs: unwound stacks it did not ask for were already known.
@@ -161,5 +176,128 @@ impl Stacks {
         let ips: Rc<[u64]> = kernel(id)?.into();
         self.kernel.insert(id, Rc::clone(&ips));
         Some(ips)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::FdPair, model::FdKind};
+
+    const PID: u32 = 100;
+
+    fn sample(tid: u32, ts_ns: u64, stack: Vec<u8>) -> Sample {
+        Sample {
+            ts_ns,
+            pid: PID,
+            tid,
+            regs: Regs {
+                // Nowhere mapped: no unwind tables can vouch for this walk.
+                ip: 0x10,
+                sp: stack.as_ptr() as u64,
+                fp: 0,
+                lr: 0,
+            },
+            stack,
+        }
+    }
+
+    fn open(tid: u32, ts_ns: u64, stack: Option<StackId>) -> Event {
+        Event {
+            ts_ns,
+            pid: PID,
+            tid,
+            what: What::FdOpen {
+                fds: FdPair::One(3),
+                kind: FdKind::File,
+                stack,
+                path: None,
+            },
+        }
+    }
+
+    fn stack_of(event: &Event) -> Option<StackId> {
+        match event.what {
+            What::FdOpen { stack, .. } => stack,
+            _ => panic!("not an open"),
+        }
+    }
+
+    #[test]
+    fn without_a_sample_the_kernel_stack_stays() {
+        let mut stacks = Stacks::default();
+        let mut event = open(7, 5, Some(3));
+        stacks.resolve(&mut event, |_| panic!("not read without a sample"));
+        assert_eq!(stack_of(&event), Some(3));
+        let unwound = stacks.take(PID, 3, |_| Some(vec![0xa, 0xb, 0]));
+        assert_eq!(unwound.ips, [0xa, 0xb]);
+        assert_eq!(unwound.method, Method::Fp);
+    }
+
+    #[test]
+    fn a_sample_pairs_only_with_its_own_record() {
+        let mut stacks = Stacks::default();
+        // The record this sample preceded was lost; the next record of the thread is another.
+        stacks.sample(sample(7, 5, vec![0; 64]));
+        let mut event = open(7, 6, Some(3));
+        stacks.resolve(&mut event, |_| Some(vec![0x10]));
+        assert_eq!(stack_of(&event), Some(3));
+        assert_eq!(stacks.stats().unpaired, 1);
+        // A second sample of the same thread also means the first one's record was lost.
+        stacks.sample(sample(7, 8, vec![0; 64]));
+        stacks.sample(sample(7, 9, vec![0; 64]));
+        assert_eq!(stacks.stats().unpaired, 2);
+        assert_eq!(stacks.stats().samples, 3);
+    }
+
+    #[test]
+    fn a_paired_sample_gives_the_record_an_unwound_stack() {
+        let mut stacks = Stacks::default();
+        let pid = std::process::id();
+        let mut s = sample(7, 5, vec![0; 64]);
+        s.pid = pid;
+        stacks.sample(s);
+        let mut event = open(7, 5, Some(3));
+        event.pid = pid;
+        // With no frame pointer the kernel's walk is the instruction pointer alone.
+        stacks.resolve(&mut event, |id| (id == 3).then(|| vec![0x10]));
+        let id = stack_of(&event).expect("a stack");
+        // The unwind agrees, but outside any mapping nothing vouches for it: the record gets the
+        // unwound stack and the kernel's walk is not marked complete.
+        assert_ne!(id & userstack::WALKED, 0, "{id:#x}");
+        assert!(stacks.take_complete().is_empty());
+        let unwound = stacks.take(pid, id, |_| None);
+        assert_eq!(unwound.ips, [0x10]);
+        assert_eq!(unwound.method, Method::Fp);
+        assert_eq!(stacks.stats().unwound, 1);
+        // Handed out once, then forgotten at the end of the settle.
+        stacks.settled();
+        assert!(stacks.take(pid, id, |_| None).ips.is_empty());
+    }
+
+    #[test]
+    fn a_thread_exit_drops_its_sample() {
+        let mut stacks = Stacks::default();
+        stacks.sample(sample(7, 5, vec![0; 8]));
+        let mut exit = Event {
+            ts_ns: 6,
+            pid: PID,
+            tid: 7,
+            what: What::ThreadExit { group_dead: None },
+        };
+        stacks.resolve(&mut exit, |_| None);
+        let mut event = open(7, 5, Some(3));
+        stacks.resolve(&mut event, |_| None);
+        assert_eq!(stack_of(&event), Some(3));
+    }
+
+    #[test]
+    fn samples_beyond_the_bound_are_dropped_and_counted() {
+        let mut stacks = Stacks::default();
+        for tid in 0..=MAX_SAMPLES as u32 {
+            stacks.sample(sample(tid, 1, Vec::new()));
+        }
+        assert_eq!(stacks.stats().dropped, 1);
+        assert_eq!(stacks.samples.len(), MAX_SAMPLES);
     }
 }

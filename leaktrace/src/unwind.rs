@@ -75,6 +75,10 @@ pub struct Unwound {
 pub struct Walk {
     pub ips: Vec<u64>,
     pub complete: bool,
+    /// Every frame lies in a mapping read from the process's maps: the walk used what the
+    /// process has (unwind tables, or frame pointers for code without), not a blind guess as
+    /// for a process already gone.
+    pub mapped: bool,
 }
 
 /// Counters since creation.
@@ -342,6 +346,7 @@ impl Unwinder {
             return Walk {
                 ips: vec![regs.ip],
                 complete: false,
+                mapped: false,
             };
         };
         let unwinder = &process.unwinder;
@@ -357,10 +362,12 @@ impl Unwinder {
             match frames.next() {
                 Ok(Some(frame)) => ips.push(frame.address()),
                 Ok(None) => {
+                    let mapped = Process::lookups(&ips).all(|addr| process.covers(addr));
                     return Walk {
                         ips,
                         complete: true,
-                    }
+                        mapped,
+                    };
                 }
                 Err(_) => break,
             }
@@ -368,6 +375,7 @@ impl Unwinder {
         Walk {
             ips,
             complete: false,
+            mapped: false,
         }
     }
 
@@ -706,6 +714,7 @@ mod tests {
         Walk {
             ips: ips.to_vec(),
             complete,
+            mapped: complete,
         }
     }
 

@@ -37,6 +37,8 @@ enum Variant {
     Stripped,
     /// leaky.cpp, `-O2 -g -fomit-frame-pointer`.
     CppO2,
+    /// fp-only.c: frame pointers in every frame, down to its own entry point (no libc).
+    FpOnly,
 }
 
 impl Variant {
@@ -46,6 +48,7 @@ impl Variant {
             Variant::Fp => "leaky-fp",
             Variant::Stripped => "leaky-stripped",
             Variant::CppO2 => "leakypp-O2",
+            Variant::FpOnly => "fp-only",
         }
     }
 
@@ -56,6 +59,7 @@ impl Variant {
     fn scenarios(self) -> &'static [Scenario] {
         match self {
             Variant::CppO2 => CPP,
+            Variant::FpOnly => FP_ONLY,
             _ => C,
         }
     }
@@ -134,6 +138,14 @@ const CPP: &[Scenario] = &[
         "Workers::run",
     ),
 ];
+
+/// fp-only.c's one scenario.
+const FP_ONLY: &[Scenario] = &[scenario(
+    "eventfd",
+    What::Fd("eventfd"),
+    "leak_eventfd",
+    "loop_eventfd",
+)];
 
 /// Whether a frame's name is `function`: demanglers may add the parameter list.
 fn names(name: &str, function: &str) -> bool {
@@ -312,8 +324,8 @@ fn attributed(frames: &[Frame], scenario: &Scenario) -> Option<usize> {
         .then_some(at)
 }
 
-/// The findings of `pid` in the final report.
-fn final_findings(stdout: &[String], pid: u32) -> Vec<Value> {
+/// The findings of `pid` in the final report, and its health line.
+fn final_report(stdout: &[String], pid: u32) -> (Vec<Value>, Value) {
     let values: Vec<Value> = stdout
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -323,10 +335,18 @@ fn final_findings(stdout: &[String], pid: u32) -> Vec<Value> {
         .rfind(|v| v["type"] == "report" && v["final"] == true)
         .map(|v| v["seq"].clone())
         .expect("a final report");
-    values
-        .into_iter()
-        .filter(|v| v["seq"] == final_seq && v["type"] == "finding" && v["pid"] == pid)
-        .collect()
+    let in_final = |v: &&Value, t: &str| v["seq"] == final_seq && v["type"] == t;
+    let health = values
+        .iter()
+        .find(|v| in_final(v, "health"))
+        .expect("a health line")
+        .clone();
+    let findings = values
+        .iter()
+        .filter(|v| in_final(v, "finding") && v["pid"] == pid)
+        .cloned()
+        .collect();
+    (findings, health)
 }
 
 /// What a traced run left: the program's findings in the final report, what /proc showed.
@@ -337,6 +357,8 @@ struct Observed {
     resource: &'static str,
     /// The `kind` the finding must have (null for threads).
     kind: Value,
+    /// Stack samples the kernel sent (the run traced this program only).
+    samples: u64,
 }
 
 /// Traces `scenario` of `variant` under `--pid` and judges the finding of what it leaked.
@@ -383,12 +405,20 @@ fn trace(variant: Variant, scenario: &Scenario) -> Observed {
         What::Waiter => ("waiter", Value::from("futex")),
     };
     let run = tracer.stop();
+    let (findings, health) = final_report(&run.stdout, repro.pid);
+    let samples = health["probes"]
+        .as_array()
+        .expect("per-probe counters")
+        .iter()
+        .filter_map(|p| p["samples"].as_u64())
+        .sum();
     Observed {
-        findings: final_findings(&run.stdout, repro.pid),
+        findings,
         maps,
         leaked,
         resource,
         kind,
+        samples,
     }
 }
 
@@ -405,6 +435,7 @@ fn judge(
         leaked,
         resource,
         kind,
+        samples,
     } = observed;
     let twin = (variant == Variant::Stripped)
         .then(|| FileSymbols::of(&Variant::O2.path(), &Variant::Stripped.path()));
@@ -423,7 +454,7 @@ fn judge(
         frames.iter().take(5).map(Frame::describe).collect()
     });
     let summary = format!(
-        "unwind-case {} {}: outstanding {} of {leaked}, stack_method {}, stack_truncated {}, \
+        "unwind-case {} {}: outstanding {} of {leaked}, {samples} samples, stack_method {}, stack_truncated {}, \
          {} {resource} findings, top frames {top:?}",
         variant.file(),
         scenario.name,
@@ -491,8 +522,20 @@ fn judge(
     // A frame-pointer walk cannot see through the frameless wrapper into code without frame
     // pointers: a complete stack of these must have used .eh_frame.
     let fd = matches!(scenario.what, What::Fd(_) | What::FdLikeStdout);
-    if fd && variant != Variant::Fp && method == Some("fp") {
+    if fd && !matches!(variant, Variant::Fp | Variant::FpOnly) && method == Some("fp") {
         contract.push("stack_method fp for code without frame pointers".into());
+    }
+    // Frame pointers all the way: the first samples show the kernel's walk complete, and the
+    // rest of the leak (one every 50 ms) goes without copies.
+    if variant == Variant::FpOnly {
+        if method != Some("fp") {
+            contract.push(format!("stack_method {method:?} (want fp)"));
+        }
+        if *samples == 0 || *samples * 2 > *leaked {
+            contract.push(format!(
+                "{samples} stack samples for {leaked} fds: want a few, then none"
+            ));
+        }
     }
     if finding["stack_truncated"] != false {
         contract.push(format!(
@@ -559,12 +602,13 @@ unwind_tests! {
     leaky_fp: Fp [fopen, socket, pipe2, eventfd, dup, thread, cond_wait, mutex_lock];
     leaky_stripped: Stripped [fopen, socket, pipe2, eventfd, dup, thread, cond_wait, mutex_lock];
     leakypp_o2: CppO2 [fopen, socket, thread, cond_wait];
+    fp_only: FpOnly [eventfd];
 }
 
 /// The tables above are the programs' own (`list`), and every scenario has its test.
 #[test]
 fn scenario_tables_match_the_programs() {
-    for (variant, tested) in [(Variant::O2, 8), (Variant::CppO2, 4)] {
+    for (variant, tested) in [(Variant::O2, 8), (Variant::CppO2, 4), (Variant::FpOnly, 1)] {
         let out = Command::new(variant.path())
             .arg("list")
             .output()
@@ -638,6 +682,7 @@ fn the_judge_accepts_a_complete_stack_and_nothing_less() {
         leaked: COUNT,
         resource: "fd",
         kind: Value::from("file"),
+        samples: COUNT,
     };
     let full = ["leak_fopen", "loop_fopen", "run_scenario", "main"];
     let judged = |functions: &[&str], method: &str, offset: bool| {
