@@ -70,9 +70,6 @@ static WAITS: HashMap<u32, InFlightWait> = HashMap::with_max_entries(capacity::W
 #[map]
 static COMPLETE: Array<u8> = Array::with_max_entries(capacity::STACKS, 0);
 
-/// Where a [`StackSample`] is assembled: 16 KiB does not fit on the 512-byte BPF stack.
-#[map]
-static SAMPLE: PerCpuArray<StackSample> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn config() -> Config {
@@ -503,7 +500,8 @@ fn user_regs() -> Option<UserRegs> {
 /// Before a creation record: its thread's registers and the top `stack_copy_bytes` of its user
 /// stack, so userspace can unwind code without frame pointers (the frame-pointer walk in the
 /// record itself misses the caller of a frameless libc wrapper). A copy that would run past the
-/// end of the stack's mapping fails as a whole, so it is retried shorter, down to 1/8. Not
+/// end of the stack's mapping fails as a whole, so it is retried shorter, down to 1/8 (the
+/// record keeps its size; `len` says what was copied). Not
 /// taken when the record's frame-pointer walk `stack_id` is known to be complete.
 #[inline(always)]
 fn sample_stack(cfg: &Config, probe: u16, stack_id: i32, ts: u64, tgid: u32, tid: u32) {
@@ -513,19 +511,25 @@ fn sample_stack(cfg: &Config, probe: u16, stack_id: i32, ts: u64, tgid: u32, tid
     if stack_id >= 0 && COMPLETE.get(stack_id as u32).is_some_and(|&done| done != 0) {
         return;
     }
-    let Some(sample) = SAMPLE.get_ptr_mut(0) else {
-        return;
-    };
     let Some(regs) = user_regs() else {
         count(probe, Counter::StackFailed);
         return;
     };
-    let mut len = (cfg.stack_copy_bytes as usize).min(STACK_COPY_MAX);
+    // A constant to the verifier (the configuration is read-only once loaded), so the record is
+    // reserved at its full size and the stack read straight into it: one copy, not two.
+    let want = (cfg.stack_copy_bytes as usize).min(STACK_COPY_MAX);
+    let Some(mut entry) = EVENTS.reserve_bytes(StackSample::HEAD + want, 0) else {
+        count(probe, Counter::SamplesLost);
+        return;
+    };
+    let record = entry.as_mut_ptr().cast::<StackSample>();
+    let mut len = want;
     let mut copied = 0;
-    // SAFETY: `sample` is this CPU's scratch record, used by no one else while this program
-    // runs; the read is bounded by the record's size and checked by the helper.
+    // SAFETY: `record` is the reserved entry, exclusively ours until submitted: its head fields
+    // are written in place (never the whole struct, which is longer than the entry), and each
+    // read stays within the `want` bytes reserved after the head.
     unsafe {
-        let stack = (&raw mut (*sample).stack).cast::<c_void>();
+        let stack = (&raw mut (*record).stack).cast::<c_void>();
         for _ in 0..4 {
             let src = regs.sp as *const c_void;
             if generated::bpf_probe_read_user(stack, len as u32, src) == 0 {
@@ -534,23 +538,18 @@ fn sample_stack(cfg: &Config, probe: u16, stack_id: i32, ts: u64, tgid: u32, tid
             }
             len /= 2;
         }
+        (&raw mut (*record).header).write(header(EventKind::StackSample, probe, ts, tgid, tid));
+        (&raw mut (*record).regs).write(regs);
+        (&raw mut (*record).len).write(copied as u32);
+        (&raw mut (*record)._pad).write(0);
     }
     if copied == 0 {
+        entry.discard(0);
         count(probe, Counter::StackFailed);
         return;
     }
-    // SAFETY: as above; the record sent is the head plus the bytes copied.
-    let record = unsafe {
-        (*sample).header = header(EventKind::StackSample, probe, ts, tgid, tid);
-        (*sample).regs = regs;
-        (*sample).len = copied as u32;
-        (*sample)._pad = 0;
-        core::slice::from_raw_parts(sample.cast::<u8>(), StackSample::HEAD + copied)
-    };
-    match EVENTS.output::<[u8]>(record, wakeup(record.len())) {
-        Ok(()) => count(probe, Counter::SamplesSent),
-        Err(_) => count(probe, Counter::SamplesLost),
-    }
+    entry.submit(wakeup(StackSample::HEAD + want));
+    count(probe, Counter::SamplesSent);
 }
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 compile_error!("leaktrace reads user registers on x86_64 and aarch64 only");

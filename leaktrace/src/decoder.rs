@@ -123,7 +123,7 @@ fn fd_what(fd: &abi::FdEvent, path: Option<Path>) -> Result<What, DecodeError> {
     })
 }
 
-/// A stack sample: a head, then `len` bytes of stack (the record is padded to 8 bytes).
+/// A stack sample: a head, then `len` bytes of stack, then what was reserved but not copied.
 fn sample(header: &abi::EventHeader, bytes: &[u8]) -> Result<Sample, DecodeError> {
     let head = abi::StackSample::HEAD;
     if bytes.len() < head {
@@ -138,7 +138,8 @@ fn sample(header: &abi::EventHeader, bytes: &[u8]) -> Result<Sample, DecodeError
     if len > abi::STACK_COPY_MAX {
         return Err(DecodeError::BadField("stack sample length", len as u64));
     }
-    if bytes.len() < head + len || bytes.len() >= head + len + 8 {
+    // The record keeps its reserved size when a shorter copy was all that could be read.
+    if bytes.len() < head + len || bytes.len() >= head + abi::STACK_COPY_MAX + 8 {
         return Err(DecodeError::WrongLength {
             kind: "stack sample",
             len: bytes.len(),
@@ -446,6 +447,14 @@ mod tests {
         huge[abi::StackSample::HEAD - 8..abi::StackSample::HEAD - 4]
             .copy_from_slice(&(abi::STACK_COPY_MAX as u32 + 8).to_ne_bytes());
         assert!(decode(&huge).is_err());
+        // Reserved for 64 bytes, 16 copied: the tail is not stack.
+        let mut partial = sample(64);
+        partial[abi::StackSample::HEAD - 8..abi::StackSample::HEAD - 4]
+            .copy_from_slice(&16u32.to_ne_bytes());
+        let Ok(Record::Sample(s)) = decode(&partial) else {
+            panic!("not a sample");
+        };
+        assert_eq!(s.stack.len(), 16);
     }
 
     #[test]
