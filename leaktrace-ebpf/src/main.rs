@@ -70,7 +70,6 @@ static WAITS: HashMap<u32, InFlightWait> = HashMap::with_max_entries(capacity::W
 #[map]
 static COMPLETE: Array<u8> = Array::with_max_entries(capacity::STACKS, 0);
 
-
 #[inline(always)]
 fn config() -> Config {
     // SAFETY: a plain read of a global; volatile so the compiler cannot fold the zero default.

@@ -17,10 +17,15 @@ impl Reader {
         Ok(Self { ring })
     }
 
-    /// Waits until records are available, then hands up to `max` of them to `f`.
-    pub async fn wait_and_drain(&mut self, max: usize, f: impl FnMut(&[u8])) -> io::Result<usize> {
+    /// Waits until records are available, then hands them to `f` until they add up to
+    /// `max_bytes`.
+    pub async fn wait_and_drain(
+        &mut self,
+        max_bytes: usize,
+        f: impl FnMut(&[u8]),
+    ) -> io::Result<usize> {
         let mut guard = self.ring.readable_mut().await?;
-        let (n, more) = drain_ring(guard.get_inner_mut(), max, f);
+        let (n, more) = drain_ring(guard.get_inner_mut(), max_bytes, f);
         // Stay ready while records remain, so the next wait returns at once.
         if !more {
             guard.clear_ready();
@@ -28,21 +33,28 @@ impl Reader {
         Ok(n)
     }
 
-    /// Hands up to `max` records available now to `f` without waiting; also says whether
-    /// more remain.
-    pub fn drain(&mut self, max: usize, f: impl FnMut(&[u8])) -> (usize, bool) {
-        drain_ring(self.ring.get_mut(), max, f)
+    /// Hands the records available now to `f`, until they add up to `max_bytes`, without
+    /// waiting; also says whether more remain.
+    pub fn drain(&mut self, max_bytes: usize, f: impl FnMut(&[u8])) -> (usize, bool) {
+        drain_ring(self.ring.get_mut(), max_bytes, f)
     }
 }
 
-fn drain_ring(ring: &mut RingBuf<MapData>, max: usize, mut f: impl FnMut(&[u8])) -> (usize, bool) {
-    let mut n = 0;
-    while n < max {
+/// Bounded in bytes, not records: a stack sample is a hundred times an fd record, and what a
+/// drain hands over is held decoded until it is applied.
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    max_bytes: usize,
+    mut f: impl FnMut(&[u8]),
+) -> (usize, bool) {
+    let (mut n, mut bytes) = (0, 0);
+    while bytes < max_bytes {
         let Some(item) = ring.next() else {
             return (n, false);
         };
         f(&item);
         n += 1;
+        bytes += item.len();
     }
     (n, true)
 }

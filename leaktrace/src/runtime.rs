@@ -33,8 +33,9 @@ use crate::{
     waitscan::WaitScanner,
 };
 
-/// Records decoded per wake-up at most, so a flood cannot starve reports and signals.
-const MAX_BATCH: usize = 65_536;
+/// Record bytes decoded per wake-up at most, so a flood cannot starve reports and signals, and
+/// a batch of decoded stack samples stays a few MiB (65536 records at most held 113 MiB of them).
+const MAX_BATCH_BYTES: usize = 2 << 20;
 
 /// Checks `--pid` values before anything is loaded: each must be a live process (not a thread).
 fn validate_pids(pids: &[u32]) -> Result<(), Failure> {
@@ -304,7 +305,7 @@ fn drain_now(
     batch: &mut Vec<Result<Record, DecodeError>>,
 ) {
     loop {
-        let (n, more) = reader.drain(MAX_BATCH, |rec| batch.push(decoder::decode(rec)));
+        let (n, more) = reader.drain(MAX_BATCH_BYTES, |rec| batch.push(decoder::decode(rec)));
         session.apply(batch);
         if n == 0 || !more {
             break;
@@ -416,7 +417,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         eprintln!("leaktrace: skipped {}: {}", s.name, s.reason);
     }
 
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Vec::new();
     let min_wait_ns = cli.min_wait.as_nanos() as u64;
     let mut clock = Clock {
         start: Instant::now(),
@@ -437,7 +438,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 
     let ending = loop {
         tokio::select! {
-            drained = reader.wait_and_drain(MAX_BATCH, |rec| batch.push(decoder::decode(rec))) => {
+            drained = reader.wait_and_drain(MAX_BATCH_BYTES, |rec| batch.push(decoder::decode(rec))) => {
                 drained.context("reading the ring buffer")?;
                 session.apply(&mut batch);
             }

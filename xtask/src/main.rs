@@ -103,6 +103,8 @@ fn is_root() -> bool {
 }
 
 fn bootstrap() -> Result<()> {
+    // tests/build.rs compiles the C and C++ reproducers (tests/c/).
+    ensure_apt_packages(&[("gcc", "cc"), ("g++", "c++"), ("binutils", "strip")])?;
     let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))?;
     let sysroot = Path::new(sysroot.trim());
     let src = sysroot.join("lib/rustlib/src/rust/library/core");
