@@ -10,6 +10,7 @@
 //! frame information. [`runtime`] wires the steps together.
 
 pub mod aggregator;
+pub mod cgroup;
 pub mod cli;
 pub mod decoder;
 pub mod event;
@@ -19,6 +20,7 @@ pub mod folded;
 pub mod loader;
 pub mod lockowner;
 pub mod model;
+pub mod pods;
 pub mod preflight;
 pub mod procfs;
 pub mod procmem;

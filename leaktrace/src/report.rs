@@ -6,11 +6,13 @@ use std::{collections::BTreeMap, io::Write};
 use serde::Serialize;
 
 use crate::{
+    cgroup::Placement,
     loader::{ProbeCounters, ProgramStats, Skipped},
     model::{
         FdKind, Finding, Frame, LeakDetail, Origin, OwnerSource, ProcessSummary, Resource, Trend,
         Verdict, WaiterDetail,
     },
+    pods::Placed,
     stacks::StackStats,
     unwind::{Method, UnwindStats},
 };
@@ -75,6 +77,8 @@ pub struct Report {
     pub processes: Vec<ProcessSummary>,
     /// Change of each process's counts since the previous report.
     pub growth: BTreeMap<u32, Growth>,
+    /// Where each process runs (host, container, pod), when known.
+    pub placements: BTreeMap<u32, Placed>,
     /// Findings per verdict, over all findings (not only the `--top` shown).
     pub verdicts: BTreeMap<&'static str, u64>,
     pub health: Health,
@@ -141,6 +145,7 @@ enum Line<'a> {
         incomplete: bool,
         blocked_waiters: u64,
         growth: Option<&'a Growth>,
+        placement: Option<&'a Placed>,
     },
     Finding {
         seq: u64,
@@ -158,6 +163,7 @@ enum Line<'a> {
         frames: &'a [Frame],
         path: Option<&'a str>,
         exited: bool,
+        placement: Option<&'a Placed>,
         #[serde(flatten)]
         waiter: Option<WaiterJson<'a>>,
         #[serde(flatten)]
@@ -276,6 +282,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             incomplete: p.incomplete,
             blocked_waiters: p.blocked_waiters,
             growth: r.growth.get(&p.pid),
+            placement: r.placements.get(&p.pid),
         })?;
     }
     for Located {
@@ -301,6 +308,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             frames,
             path: f.sample_path.as_deref(),
             exited: f.exited,
+            placement: r.placements.get(&f.pid),
             waiter: f.waiter.as_ref().map(|w| waiter_json(w, cycle_frames)),
             leak: f.leak.as_ref().map(LeakJson::from),
         })?;
@@ -389,6 +397,17 @@ fn frame_line(frame: &Frame) -> String {
     }
 }
 
+/// " pod NS/NAME" or " container RUNTIME:ID12" for a containerised process; nothing on the host.
+fn where_placed(placed: &Placed) -> String {
+    match (&placed.placement, &placed.namespace, &placed.pod) {
+        (_, Some(ns), Some(pod)) => format!(" pod {ns}/{pod}"),
+        (Placement::Container { runtime, id, .. }, _, _) => {
+            format!(" container {runtime:?}:{}", &id[..id.len().min(12)]).to_lowercase()
+        }
+        (Placement::Host, _, _) => String::new(),
+    }
+}
+
 fn describe_origin(origin: Origin) -> String {
     let how = match origin.method {
         Method::Fp => "stack from frame pointers",
@@ -459,9 +478,10 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
                 g.threads, g.blocked_waiters
             )
         });
+        let placed = r.placements.get(&p.pid).map_or(String::new(), where_placed);
         writeln!(
             out,
-            "  pid {:<7} {:<16} threads {:<5} fds {:<5} [{}] waiters {}{}{growth}",
+            "  pid {:<7} {:<16} threads {:<5} fds {:<5} [{}] waiters {}{}{placed}{growth}",
             p.pid,
             p.comm,
             p.threads,
@@ -554,6 +574,7 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::Runtime;
     use crate::model::{FdKind, StackRef};
 
     fn report() -> Report {
@@ -616,6 +637,20 @@ mod tests {
                 blocked_waiters: 0,
             }],
             growth: BTreeMap::new(),
+            placements: [(
+                42,
+                Placed {
+                    placement: Placement::Container {
+                        runtime: Runtime::Containerd,
+                        id: "0123456789ab".repeat(5) + "cdef",
+                        pod_uid: Some("1f3e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b".into()),
+                    },
+                    namespace: Some("shop".into()),
+                    pod: Some("cart-7d9f".into()),
+                },
+            )]
+            .into_iter()
+            .collect(),
             verdicts: [("leak", 1)].into_iter().collect(),
             health: Health {
                 events: 99,
@@ -641,6 +676,12 @@ mod tests {
         assert_eq!(lines[1]["lost_events"], 0);
         assert!(lines[1]["probes_skipped"].as_array().unwrap().is_empty());
         assert_eq!(lines[2]["fds"]["socket"], 40);
+        let placement = &lines[2]["placement"];
+        assert_eq!(placement["kind"], "container");
+        assert_eq!(placement["runtime"], "containerd");
+        assert_eq!(placement["pod_uid"], "1f3e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(placement["namespace"], "shop");
+        assert_eq!(lines[3]["placement"]["pod"], "cart-7d9f");
         assert_eq!(lines[2]["preexisting"]["fds"], 3);
         let f = &lines[3];
         assert_eq!(f["resource"], "fd");
@@ -673,6 +714,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("socket 40"), "{text}");
+        assert!(text.contains("waiters 0 pod shop/cart-7d9f"), "{text}");
         assert!(text.contains("(stack unwound with .eh_frame)"), "{text}");
     }
 

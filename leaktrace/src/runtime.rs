@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     fs::File,
     io::{self, IsTerminal as _, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -21,6 +21,7 @@ use crate::{
     folded,
     loader::{self, LoadOptions, Probes},
     model::{Finding, Origin, ProcessSummary, Snapshot, StackRef},
+    pods::{self, Pods},
     preflight, procfs,
     reader::Reader,
     report::{self, Growth, Health, Located, Report},
@@ -64,6 +65,7 @@ struct Session {
     wait_scanner: WaitScanner,
     symbolizer: Symbolizer,
     stacks: Stacks,
+    pods: Pods,
     events: u64,
     decode_errors: u64,
 }
@@ -71,6 +73,7 @@ struct Session {
 impl Session {
     fn seed(&mut self, pid: u32) {
         // A process that is already gone has nothing to seed.
+        self.pods.note(pid);
         if let Ok(snap) = procfs::snapshot(pid) {
             self.aggregator.seed(&snap);
             self.wait_scanner.seed(pid, &snap.tids, snap.started_ns);
@@ -277,6 +280,13 @@ impl Clock {
             .map(|p| (p.pid, Growth::between(self.last_processes.get(&p.pid), p)))
             .collect();
         self.last_processes = processes.iter().map(|p| (p.pid, p.clone())).collect();
+        session
+            .pods
+            .retain(|pid| self.last_processes.contains_key(&pid));
+        let placements = processes
+            .iter()
+            .filter_map(|p| Some((p.pid, session.pods.of(p.pid)?.clone())))
+            .collect();
         let since = self.last_report.elapsed().as_secs_f64().max(1e-9);
         let events_per_s = (session.events - self.last_events) as f64 / since;
         self.last_report = Instant::now();
@@ -291,6 +301,7 @@ impl Clock {
             findings,
             processes,
             growth,
+            placements,
             verdicts: verdicts::counts(&all),
             health: session.health(),
         };
@@ -370,6 +381,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         wait_scanner: WaitScanner::default(),
         symbolizer: Symbolizer::new(),
         stacks: Stacks::default(),
+        pods: Pods::new(Path::new(pods::POD_LOGS)),
         events: 0,
         decode_errors: 0,
     };

@@ -166,6 +166,16 @@ fn within_5_percent(got: u64, want: u64) -> bool {
 /// Asserts the tracer's process record agrees with /proc within 5%.
 fn assert_matches_proc(out: &Output, pid: u32, truth: &(u64, BTreeMap<String, u64>)) {
     let p = out.process(pid);
+    // Where it runs, against its cgroup: these tests run on a host, not in a container.
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let containerised = ["kubepods", "docker", "libpod", "crio", "containerd"]
+        .iter()
+        .any(|marker| cgroup.contains(marker));
+    let want = if containerised { "container" } else { "host" };
+    assert_eq!(
+        p["placement"]["kind"], want,
+        "placement {p} for cgroup {cgroup}"
+    );
     let threads = p["threads"].as_u64().expect("threads");
     assert!(
         within_5_percent(threads, truth.0),
