@@ -353,7 +353,7 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
     let probe = spec.probe;
     let [arg0, arg1, arg_n] = pending.args;
     match shape {
-        Shape::RetFd => emit_created(&ctx, FdOp::Open, spec.kind, probe, tgid, tid, ret, -1),
+        Shape::RetFd => emit_created(&ctx, &cfg, FdOp::Open, spec.kind, probe, tgid, tid, ret, -1),
         Shape::RetFdPath => emit_path(&ctx, &cfg, spec.kind, probe, tgid, tid, ret as i32, arg_n),
         Shape::FdPair => {
             // SAFETY: reads the int[2] the kernel just filled in the caller's memory.
@@ -363,6 +363,7 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
             };
             emit_created(
                 &ctx,
+                &cfg,
                 FdOp::OpenPair,
                 spec.kind,
                 probe,
@@ -374,6 +375,7 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
         }
         Shape::Dup | Shape::Fcntl => emit_created(
             &ctx,
+            &cfg,
             FdOp::Dup,
             spec.kind,
             probe,
@@ -383,7 +385,7 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
             arg0 as i32,
         ),
         Shape::SignalFd if arg0 as i32 == -1 => {
-            emit_created(&ctx, FdOp::Open, spec.kind, probe, tgid, tid, ret, -1)
+            emit_created(&ctx, &cfg, FdOp::Open, spec.kind, probe, tgid, tid, ret, -1)
         }
         Shape::CloseRange if arg_n & CLOSE_RANGE_CLOEXEC == 0 => emit(
             probe,
@@ -406,6 +408,7 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
 #[allow(clippy::too_many_arguments)]
 fn emit_created(
     ctx: &TracePointContext,
+    cfg: &Config,
     op: FdOp,
     kind: u8,
     probe: u16,
@@ -416,14 +419,7 @@ fn emit_created(
 ) {
     let mut event = fd_event(op, kind, probe, tgid, tid, fd as i32, aux);
     event.stack_id = user_stack(ctx, probe);
-    sample_stack(
-        &config(),
-        probe,
-        event.stack_id,
-        event.header.ts_ns,
-        tgid,
-        tid,
-    );
+    sample_stack(cfg, probe, event.stack_id, event.header.ts_ns, tgid, tid);
     emit(probe, event);
 }
 

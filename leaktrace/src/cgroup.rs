@@ -20,6 +20,18 @@ pub enum Runtime {
     Podman,
 }
 
+impl Runtime {
+    /// As in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Containerd => "containerd",
+            Self::Crio => "crio",
+            Self::Docker => "docker",
+            Self::Podman => "podman",
+        }
+    }
+}
+
 /// Where a process runs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -441,6 +453,14 @@ mod tests {
         );
         let json = serde_json::to_value(Placement::Host).unwrap();
         assert_eq!(json, serde_json::json!({"kind": "host"}));
+        for runtime in [
+            Runtime::Containerd,
+            Runtime::Crio,
+            Runtime::Docker,
+            Runtime::Podman,
+        ] {
+            assert_eq!(serde_json::to_value(runtime).unwrap(), runtime.as_str());
+        }
     }
 
     /// Deterministic xorshift64: reproducible inputs without a dependency.

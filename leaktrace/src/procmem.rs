@@ -25,13 +25,6 @@ pub fn read(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
     }
 }
 
-/// `N` native-endian u64s from `addr` in process `pid`.
-pub fn read_u64s<const N: usize>(pid: u32, addr: u64) -> io::Result<[u64; N]> {
-    let mut bytes = [[0u8; 8]; N];
-    read(pid, addr, bytes.as_flattened_mut())?;
-    Ok(bytes.map(u64::from_ne_bytes))
-}
-
 /// A native-endian u32 at `addr` in process `pid`.
 pub fn read_u32(pid: u32, addr: u64) -> io::Result<u32> {
     let mut buf = [0u8; 4];
@@ -113,8 +106,12 @@ mod tests {
         let got = read_u32(std::process::id(), (&raw const word) as u64).unwrap();
         assert_eq!(got, 0x1234_5678);
         let pair: [u64; 2] = [7, 0xdead_beef];
-        let got = read_u64s::<2>(std::process::id(), pair.as_ptr() as u64).unwrap();
-        assert_eq!(got, pair);
+        let mut got = [0u8; 16];
+        read(std::process::id(), pair.as_ptr() as u64, &mut got).unwrap();
+        assert_eq!(
+            u64::from_ne_bytes(got[8..].try_into().unwrap()),
+            0xdead_beef
+        );
         assert!(read_u32(std::process::id(), 8).is_err());
     }
 

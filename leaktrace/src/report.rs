@@ -402,7 +402,11 @@ fn where_placed(placed: &Placed) -> String {
     match (&placed.placement, &placed.namespace, &placed.pod) {
         (_, Some(ns), Some(pod)) => format!(" pod {ns}/{pod}"),
         (Placement::Container { runtime, id, .. }, _, _) => {
-            format!(" container {runtime:?}:{}", &id[..id.len().min(12)]).to_lowercase()
+            format!(
+                " container {}:{}",
+                runtime.as_str(),
+                &id[..id.len().min(12)]
+            )
         }
         (Placement::Host, _, _) => String::new(),
     }

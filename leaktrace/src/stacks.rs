@@ -115,8 +115,10 @@ impl Stacks {
     /// The stack of a thread of `pid` blocked in a wait with these registers: frozen while it
     /// waits, so it is read from the process now.
     pub fn blocked(&mut self, pid: u32, regs: Regs) -> StackId {
-        let fp = userstack::walk_blocked(pid, regs.ip, regs.fp);
-        let walk = self.unwinder.unwind(pid, regs, procmem::live_reader(pid));
+        // One reader for both walks: they read the same few pages.
+        let mut read = procmem::live_reader(pid);
+        let fp = userstack::walk_words(regs.ip, regs.fp, &mut read);
+        let walk = self.unwinder.unwind(pid, regs, &mut read);
         self.keep(pid, unwind::merge(walk, &fp))
     }
 

@@ -1226,7 +1226,7 @@ mod tests {
         let regs = tracee_regs(child.pid);
         let mut unwinder = Unwinder::new();
         let dwarf = unwinder.unwind(pid as u32, regs, procmem::live_reader(pid as u32));
-        let fp = userstack::walk_blocked(pid as u32, regs.ip, regs.fp);
+        let fp = userstack::walk_words(regs.ip, regs.fp, &mut procmem::live_reader(pid as u32));
         drop(child);
         let caller = block_in_read as *const () as usize;
         println!("fp walk: {fp:x?}");

@@ -7,7 +7,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::{model::StackId, procmem};
+use crate::model::StackId;
 
 /// Frames at most, as the kernel's default `perf_event_max_stack`.
 pub const MAX_FRAMES: usize = 127;
@@ -33,9 +33,12 @@ pub fn walk(ip: u64, fp: u64, mut read_record: impl FnMut(u64) -> Option<[u64; 2
     ips
 }
 
-/// The stack of a thread of `pid` blocked with these registers.
-pub fn walk_blocked(pid: u32, ip: u64, fp: u64) -> Vec<u64> {
-    walk(ip, fp, |addr| procmem::read_u64s::<2>(pid, addr).ok())
+/// The frame-pointer walk over memory read a word at a time (a blocked thread's stack, through
+/// the page cache of [`crate::procmem::live_reader`] that its unwind shares).
+pub fn walk_words(ip: u64, fp: u64, read: &mut impl FnMut(u64) -> Option<u64>) -> Vec<u64> {
+    walk(ip, fp, |addr| {
+        Some([read(addr)?, read(addr.checked_add(8)?)?])
+    })
 }
 
 /// An id for a walked stack: equal stacks get equal ids (waiters are grouped by stack id), and
@@ -107,7 +110,8 @@ mod tests {
             unsafe {
                 std::arch::asm!("mov {}, x29", out(reg) fp)
             };
-            walk_blocked(std::process::id(), leaf as *const () as u64, fp)
+            let mut read = crate::procmem::live_reader(std::process::id());
+            walk_words(leaf as *const () as u64, fp, &mut read)
         }
         let here = walks_a_real_frame_pointer_chain as *const () as u64;
         let ips = std::hint::black_box(leaf());

@@ -58,23 +58,8 @@ impl Output {
     }
 
     fn parse(lines: &[String], stderr: Vec<String>) -> Self {
-        let values: Vec<Value> = lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect();
-        let final_seq = values
-            .iter()
-            .filter(|v| v["type"] == "report" && v["final"] == true)
-            .map(|v| v["seq"].clone())
-            .next_back()
-            .expect("a final report");
-        let of_type = |t: &str| -> Vec<Value> {
-            values
-                .iter()
-                .filter(|v| v["seq"] == final_seq && v["type"] == t)
-                .cloned()
-                .collect()
-        };
+        let mut report = common::final_report(lines);
+        let mut of_type = |t: &str| report.remove(t).unwrap_or_default();
         let health = of_type("health").pop().expect("a health line");
         Self {
             findings: of_type("finding"),

@@ -326,26 +326,13 @@ fn attributed(frames: &[Frame], scenario: &Scenario) -> Option<usize> {
 
 /// The findings of `pid` in the final report, and its health line.
 fn final_report(stdout: &[String], pid: u32) -> (Vec<Value>, Value) {
-    let values: Vec<Value> = stdout
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let final_seq = values
-        .iter()
-        .rfind(|v| v["type"] == "report" && v["final"] == true)
-        .map(|v| v["seq"].clone())
-        .expect("a final report");
-    let in_final = |v: &&Value, t: &str| v["seq"] == final_seq && v["type"] == t;
-    let health = values
-        .iter()
-        .find(|v| in_final(v, "health"))
-        .expect("a health line")
-        .clone();
-    let findings = values
-        .iter()
-        .filter(|v| in_final(v, "finding") && v["pid"] == pid)
-        .cloned()
-        .collect();
+    let mut report = common::final_report(stdout);
+    let health = report
+        .remove("health")
+        .and_then(|mut h| h.pop())
+        .expect("a health line");
+    let findings = report.remove("finding").unwrap_or_default();
+    let findings = findings.into_iter().filter(|f| f["pid"] == pid).collect();
     (findings, health)
 }
 

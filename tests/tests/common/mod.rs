@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::{
+    collections::BTreeMap,
     ffi::OsStr,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -242,4 +243,23 @@ impl Tracer {
             stderr,
         }
     }
+}
+
+/// The lines of the last final report in leaktrace's JSON output (`--format json`), by `type`.
+pub fn final_report(lines: &[String]) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let values: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let final_seq = values
+        .iter()
+        .rfind(|v| v["type"] == "report" && v["final"] == true)
+        .map(|v| v["seq"].clone())
+        .expect("a final report");
+    let mut by_type: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for v in values.into_iter().filter(|v| v["seq"] == final_seq) {
+        let kind = v["type"].as_str().unwrap_or_default().to_owned();
+        by_type.entry(kind).or_default().push(v);
+    }
+    by_type
 }
