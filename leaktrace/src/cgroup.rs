@@ -66,8 +66,31 @@ pub fn parse_pod_log_dir(name: &str) -> Option<(String, String, String)> {
     else {
         return None;
     };
-    (is_dns_name(namespace) && is_dns_name(pod) && is_pod_uid(uid))
+    (is_dns_name(namespace) && is_dns_name(pod) && is_pod_id(uid))
         .then(|| (uid.to_owned(), namespace.to_owned(), pod.to_owned()))
+}
+
+/// A container's name from the kubelet's log link names, /var/log/containers/
+/// <pod>_<namespace>_<container>-<container id>.log (the names log shippers read too).
+/// Returns (container id, namespace, pod, container).
+pub fn parse_container_log(name: &str) -> Option<(String, String, String, String)> {
+    let rest = name.strip_suffix(".log")?;
+    let mut parts = rest.split('_');
+    let (Some(pod), Some(namespace), Some(tail), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let (container, id) = tail.rsplit_once('-')?;
+    (is_dns_name(namespace) && is_dns_name(pod) && is_dns_name(container) && is_container_id(id))
+        .then(|| {
+            (
+                id.to_owned(),
+                namespace.to_owned(),
+                pod.to_owned(),
+                container.to_owned(),
+            )
+        })
 }
 
 /// Reads /proc/PID/cgroup; None if unreadable (process gone).
@@ -78,14 +101,27 @@ pub fn placement_of(pid: u32) -> Option<Placement> {
 
 /// Lists /var/log/pods (or the given root, for tests) into uid → (namespace, name); empty if absent.
 pub fn pods_from_logs(dir: &Path) -> HashMap<String, (String, String)> {
+    list_names(dir, |name| {
+        let (uid, namespace, pod) = parse_pod_log_dir(name)?;
+        Some((uid, (namespace, pod)))
+    })
+}
+
+/// Lists /var/log/containers (or the given root) into container id → container name.
+pub fn containers_from_logs(dir: &Path) -> HashMap<String, String> {
+    list_names(dir, |name| {
+        let (id, _, _, container) = parse_container_log(name)?;
+        Some((id, container))
+    })
+}
+
+/// The entries of `dir` whose names `parse` accepts; empty if `dir` cannot be read.
+fn list_names<V>(dir: &Path, parse: impl Fn(&str) -> Option<(String, V)>) -> HashMap<String, V> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return HashMap::new();
     };
     entries
-        .filter_map(|entry| {
-            let (uid, namespace, name) = parse_pod_log_dir(entry.ok()?.file_name().to_str()?)?;
-            Some((uid, (namespace, name)))
-        })
+        .filter_map(|entry| parse(entry.ok()?.file_name().to_str()?))
         .collect()
 }
 
@@ -128,7 +164,7 @@ fn parse_path(path: &str) -> Option<Placement> {
             _ => None,
         };
         parent_is_pod = false;
-        if let Some(uid) = pod_uid_of(name) {
+        if let Some(uid) = pod_uid_of(name, parent) {
             pod_uid = Some(uid);
             parent_is_pod = true;
         } else if let Some(found) = container_of(name, bare) {
@@ -148,8 +184,17 @@ fn parse_path(path: &str) -> Option<Placement> {
     }
 }
 
-/// The pod UID a kubelet-made pod cgroup is named after.
-fn pod_uid_of(name: &str) -> Option<String> {
+/// The pod UID a kubelet-made pod cgroup is named after, or the id of a podman pod (`podman
+/// pod`, `podman kube play`), which stands in for a UID there.
+fn pod_uid_of(name: &str, parent: &str) -> Option<String> {
+    // podman: cgroupfs `libpod_parent/<pod id>`, systemd `machine-libpod_pod_<pod id>.slice`.
+    let podman = match name.strip_suffix(".slice") {
+        Some(slice) => slice.strip_prefix("machine-libpod_pod_"),
+        None => (parent == "libpod_parent").then_some(name),
+    };
+    if let Some(id) = podman {
+        return is_container_id(id).then(|| id.to_owned());
+    }
     let uid = match name.strip_suffix(".slice") {
         // systemd driver: `kubepods[-<qos>]-pod<uid>.slice`, with the uid's '-' written as '_'
         // because systemd reads '-' in a slice name as nesting.
@@ -208,6 +253,11 @@ fn is_pod_uid(uid: &str) -> bool {
             8 | 13 | 18 | 23 => b == b'-',
             _ => is_lower_hex(b),
         })
+}
+
+/// A pod's UID, or a podman pod's id, which stands in for it.
+fn is_pod_id(uid: &str) -> bool {
+    is_pod_uid(uid) || is_container_id(uid)
 }
 
 /// A DNS label or subdomain, as Kubernetes namespaces and pod names are.
@@ -357,6 +407,27 @@ mod tests {
             parse(&v1(&format!("/libpod_parent/libpod-{ID}"))),
             container(Runtime::Podman, None)
         );
+    }
+
+    /// A podman pod's id, as `podman kube play` makes one.
+    const POD_ID: &str = "ef50768af3833cf148eded4ab54e73e4a40c1618adb8a752b5df788b09cb4d54";
+
+    #[test]
+    fn podman_pod_cgroupfs_v1() {
+        // Measured: podman 4.3 `kube play` with the cgroupfs manager, on a hybrid host.
+        let text = v1(&format!("/libpod_parent/{POD_ID}/libpod-{ID}"))
+            + &format!("0::/libpod_parent/{POD_ID}/libpod-{ID}\n");
+        assert_eq!(parse(&text), container(Runtime::Podman, Some(POD_ID)));
+    }
+
+    #[test]
+    fn podman_pod_systemd_v2() {
+        let text =
+            format!("0::/machine.slice/machine-libpod_pod_{POD_ID}.slice/libpod-{ID}.scope\n");
+        assert_eq!(parse(&text), container(Runtime::Podman, Some(POD_ID)));
+        // Not a pod id: the container is still placed, without a pod.
+        let text = format!("0::/machine.slice/machine-libpod_pod_xyz.slice/libpod-{ID}.scope\n");
+        assert_eq!(parse(&text), container(Runtime::Podman, None));
     }
 
     #[test]
@@ -516,10 +587,14 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             if let Placement::Container { id, pod_uid, .. } = parse(&text) {
                 assert!(is_container_id(&id), "{text:?}");
-                assert!(pod_uid.is_none_or(|uid| is_pod_uid(&uid)), "{text:?}");
+                assert!(pod_uid.is_none_or(|uid| is_pod_id(&uid)), "{text:?}");
             }
             if let Some((uid, namespace, name)) = parse_pod_log_dir(&text) {
-                assert!(is_pod_uid(&uid) && is_dns_name(&namespace) && is_dns_name(&name));
+                assert!(is_pod_id(&uid) && is_dns_name(&namespace) && is_dns_name(&name));
+            }
+            if let Some((id, namespace, pod, container)) = parse_container_log(&text) {
+                assert!(is_container_id(&id) && is_dns_name(&namespace));
+                assert!(is_dns_name(&pod) && is_dns_name(&container));
             }
         }
     }
@@ -549,6 +624,37 @@ mod tests {
             format!("kube-system_coredns_{UID_SLICE}"),
         ] {
             assert_eq!(parse_pod_log_dir(&name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn container_log_names_parse() {
+        assert_eq!(
+            parse_container_log(&format!(
+                "coredns-5d78c9869d-abcde_kube-system_coredns-{ID}.log"
+            )),
+            Some((
+                ID.to_owned(),
+                "kube-system".to_owned(),
+                "coredns-5d78c9869d-abcde".to_owned(),
+                "coredns".to_owned()
+            ))
+        );
+        // Container names may hold '-': the id is what follows the last one.
+        assert_eq!(
+            parse_container_log(&format!("web_shop_log-shipper-{ID}.log")).map(|c| c.3),
+            Some("log-shipper".to_owned())
+        );
+        for name in [
+            format!("web_shop_app-{ID}"),
+            format!("web_shop_app{ID}.log"),
+            format!("web_shop_app-{}.log", &ID[1..]),
+            format!("web_app-{ID}.log"),
+            format!("web_shop_x_app-{ID}.log"),
+            format!("web_shop_-{ID}.log"),
+            format!("Web_shop_app-{ID}.log"),
+        ] {
+            assert_eq!(parse_container_log(&name), None, "{name}");
         }
     }
 
@@ -583,6 +689,21 @@ mod tests {
         );
         // Not a Kubernetes node: nothing to list.
         assert!(pods_from_logs(&dir).is_empty());
+    }
+
+    #[test]
+    fn containers_are_named_from_log_links() {
+        let dir = std::env::temp_dir().join(format!("leaktrace-containers-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for name in [format!("web_shop_app-{ID}.log"), "unrelated.log".to_owned()] {
+            fs::write(dir.join(name), "").unwrap();
+        }
+        let containers = containers_from_logs(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            containers,
+            HashMap::from([(ID.to_owned(), "app".to_owned())])
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub enum Format {
 #[command(
     name = "leaktrace",
     version,
-    after_help = "Examples:\n  sudo leaktrace --pid 4242\n  sudo leaktrace --all --format json\n  sudo leaktrace --format json -- ./server --port 8080\n\n\
+    // The last of a repeated flag wins: a DaemonSet's args can be extended with overrides.
+    args_override_self = true,
+    after_help = "Examples:\n  sudo leaktrace --pid 4242\n  sudo leaktrace --all --format json\n  leaktrace --all --listen 0.0.0.0:9464 --format json   # the daemon (see deploy/)\n  sudo leaktrace --format json -- ./server --port 8080\n\n\
 Exit codes: 0 success, 1 unexpected error, 2 bad usage or unknown pid, 3 missing privileges\n\
 (CAP_BPF and CAP_PERFMON, or root), 4 the kernel lacks what leaktrace needs (tracefs, eBPF),\n\
 10 --fail-on found a leak or deadlock, 11 --fail-on found nothing but the command failed."
@@ -99,6 +101,16 @@ pub struct Cli {
     /// the cheapest (see BENCHMARKS.md). A multiple of 8, at most 16384.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_COPY, value_parser = parse_stack_copy)]
     pub stack_copy: u32,
+
+    /// Serve HTTP on this address: /metrics (Prometheus), /findings (JSON), /healthz and
+    /// /readyz. With --all, this is the daemon mode of deploy/daemonset.yaml.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Processes tracked at most; past it the least recently active is evicted (counted in
+    /// health as evicted_processes).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_processes: u32,
 
     /// Command to run and trace from its first instruction; it is stopped when tracing ends.
     #[arg(last = true, value_name = "COMMAND")]
@@ -179,5 +191,24 @@ mod tests {
         assert!(Cli::parse_from(["leaktrace", "--all"]).all);
         assert!(Cli::try_parse_from(["leaktrace", "--all", "--pid", "1"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "--all", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn daemon_flags_parse_and_later_ones_win() {
+        let cli = Cli::parse_from([
+            "leaktrace",
+            "--all",
+            "--listen",
+            "0.0.0.0:9464",
+            "--interval",
+            "15s",
+            "--interval",
+            "2s",
+        ]);
+        assert_eq!(cli.listen, Some("0.0.0.0:9464".parse().unwrap()));
+        assert_eq!(cli.interval, Duration::from_secs(2));
+        assert_eq!(cli.max_processes, 4096);
+        assert!(Cli::try_parse_from(["leaktrace", "--all", "--listen", "9464"]).is_err());
+        assert!(Cli::try_parse_from(["leaktrace", "--all", "--max-processes", "0"]).is_err());
     }
 }

@@ -7,7 +7,9 @@
 //! reads the kernel's in-flight futex waits (lock owners via [`lockowner`], stacks walked from
 //! userspace by [`userstack`], both reading memory through [`procmem`]) and [`waiters`] (pure)
 //! judges them. [`unwind`] completes user stacks of code without frame pointers from DWARF call
-//! frame information. [`runtime`] wires the steps together.
+//! frame information. [`metrics`] and
+//! [`serve`] export reports to Prometheus and HTTP clients in daemon mode; [`cgroup`] and [`pods`]
+//! say which container and pod each process runs in. [`runtime`] wires the steps together.
 
 pub mod aggregator;
 pub mod cgroup;
@@ -19,6 +21,7 @@ pub mod floor;
 pub mod folded;
 pub mod loader;
 pub mod lockowner;
+pub mod metrics;
 pub mod model;
 pub mod pods;
 pub mod preflight;
@@ -27,6 +30,7 @@ pub mod procmem;
 pub mod reader;
 pub mod report;
 pub mod runtime;
+pub mod serve;
 pub mod stacks;
 pub mod symbolizer;
 pub mod syscalls;

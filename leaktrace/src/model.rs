@@ -26,6 +26,17 @@ pub enum Resource {
     Waiter,
 }
 
+impl Resource {
+    /// As in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Thread => "thread",
+            Self::Fd => "fd",
+            Self::Waiter => "waiter",
+        }
+    }
+}
+
 /// Kind of object behind an fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

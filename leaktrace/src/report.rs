@@ -285,35 +285,57 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             placement: r.placements.get(&p.pid),
         })?;
     }
-    for Located {
+    for located in &r.findings {
+        line(&finding_line(r, located))?;
+    }
+    out.flush()
+}
+
+/// The `finding` line of one located finding.
+fn finding_line<'a>(r: &'a Report, located: &'a Located) -> Line<'a> {
+    let Located {
         finding: f,
         frames,
         origin,
         cycle_frames,
-    } in &r.findings
-    {
-        line(&Line::Finding {
-            seq,
-            pid: f.pid,
-            comm: &f.comm,
-            resource: f.resource,
-            kind: kind_name(f),
-            outstanding: f.outstanding,
-            created: f.created,
-            oldest_age_s: f.oldest_age_ns as f64 / 1e9,
-            rate_per_s: f.rate_per_s,
-            stack_id: f.stack.map(|s| s.id),
-            stack_method: origin.map(|o| o.method),
-            stack_truncated: origin.is_some_and(|o| o.truncated),
-            frames,
-            path: f.sample_path.as_deref(),
-            exited: f.exited,
-            placement: r.placements.get(&f.pid),
-            waiter: f.waiter.as_ref().map(|w| waiter_json(w, cycle_frames)),
-            leak: f.leak.as_ref().map(LeakJson::from),
-        })?;
+    } = located;
+    Line::Finding {
+        seq: r.seq,
+        pid: f.pid,
+        comm: &f.comm,
+        resource: f.resource,
+        kind: kind_name(f),
+        outstanding: f.outstanding,
+        created: f.created,
+        oldest_age_s: f.oldest_age_ns as f64 / 1e9,
+        rate_per_s: f.rate_per_s,
+        stack_id: f.stack.map(|s| s.id),
+        stack_method: origin.map(|o| o.method),
+        stack_truncated: origin.is_some_and(|o| o.truncated),
+        frames,
+        path: f.sample_path.as_deref(),
+        exited: f.exited,
+        placement: r.placements.get(&f.pid),
+        waiter: f.waiter.as_ref().map(|w| waiter_json(w, cycle_frames)),
+        leak: f.leak.as_ref().map(LeakJson::from),
     }
-    out.flush()
+}
+
+/// The findings of a report as one JSON document (the daemon's `/findings`): the report's
+/// `seq` and `elapsed_s`, and its findings as the `finding` lines of the JSON lines contract.
+pub fn findings_json(r: &Report) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Findings<'a> {
+        seq: u64,
+        elapsed_s: f64,
+        findings: Vec<Line<'a>>,
+    }
+    let doc = Findings {
+        seq: r.seq,
+        elapsed_s: r.elapsed_s,
+        findings: r.findings.iter().map(|l| finding_line(r, l)).collect(),
+    };
+    serde_json::to_vec(&doc).expect("findings serialize")
 }
 
 /// Frames shown per finding in the table.
@@ -397,10 +419,14 @@ fn frame_line(frame: &Frame) -> String {
     }
 }
 
-/// " pod NS/NAME" or " container RUNTIME:ID12" for a containerised process; nothing on the host.
+/// " pod NS/NAME[/CONTAINER]" or " container RUNTIME:ID12" for a containerised process; nothing
+/// on the host.
 fn where_placed(placed: &Placed) -> String {
     match (&placed.placement, &placed.namespace, &placed.pod) {
-        (_, Some(ns), Some(pod)) => format!(" pod {ns}/{pod}"),
+        (_, Some(ns), Some(pod)) => match &placed.container {
+            Some(container) => format!(" pod {ns}/{pod}/{container}"),
+            None => format!(" pod {ns}/{pod}"),
+        },
         (Placement::Container { runtime, id, .. }, _, _) => {
             format!(
                 " container {}:{}",
@@ -576,12 +602,13 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cgroup::Runtime;
     use crate::model::{FdKind, StackRef};
 
-    fn report() -> Report {
+    /// A final report of one containerised process leaking sockets.
+    pub(crate) fn report() -> Report {
         Report {
             seq: 3,
             is_final: true,
@@ -651,6 +678,7 @@ mod tests {
                     },
                     namespace: Some("shop".into()),
                     pod: Some("cart-7d9f".into()),
+                    container: Some("app".into()),
                 },
             )]
             .into_iter()
@@ -662,6 +690,25 @@ mod tests {
                 ..Health::default()
             },
         }
+    }
+
+    #[test]
+    fn findings_are_one_document_of_finding_lines() {
+        let r = report();
+        let doc: serde_json::Value = serde_json::from_slice(&findings_json(&r)).unwrap();
+        assert_eq!(doc["seq"], 3);
+        assert_eq!(doc["elapsed_s"], 12.5);
+        let findings = doc["findings"].as_array().unwrap();
+        assert_eq!(findings.len(), 1);
+        // The same object a `finding` JSON line carries.
+        let mut line = Vec::new();
+        write_json(&mut line, &r).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(std::str::from_utf8(&line).unwrap().lines().last().unwrap())
+                .unwrap();
+        assert_eq!(findings[0], last);
+        assert_eq!(findings[0]["frames"][0]["symbol"], "server::leak_socket");
+        assert_eq!(findings[0]["placement"]["container"], "app");
     }
 
     #[test]
@@ -686,6 +733,7 @@ mod tests {
         assert_eq!(placement["pod_uid"], "1f3e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b");
         assert_eq!(placement["namespace"], "shop");
         assert_eq!(lines[3]["placement"]["pod"], "cart-7d9f");
+        assert_eq!(lines[3]["placement"]["container"], "app");
         assert_eq!(lines[2]["preexisting"]["fds"], 3);
         let f = &lines[3];
         assert_eq!(f["resource"], "fd");
@@ -718,7 +766,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("socket 40"), "{text}");
-        assert!(text.contains("waiters 0 pod shop/cart-7d9f"), "{text}");
+        assert!(text.contains("waiters 0 pod shop/cart-7d9f/app"), "{text}");
         assert!(text.contains("(stack unwound with .eh_frame)"), "{text}");
     }
 

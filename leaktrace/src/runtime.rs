@@ -5,7 +5,8 @@ use std::{
     collections::HashMap,
     fs::File,
     io::{self, IsTerminal as _, Write},
-    path::{Path, PathBuf},
+    path::PathBuf,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -20,11 +21,13 @@ use crate::{
     failure::Failure,
     folded,
     loader::{self, LoadOptions, Probes},
+    metrics,
     model::{Finding, Origin, ProcessSummary, Snapshot, StackRef},
-    pods::{self, Pods},
+    pods::{NodeLogs, Pods},
     preflight, procfs,
     reader::Reader,
     report::{self, Growth, Health, Located, Report},
+    serve::{self, Exposition, Shared},
     stacks::Stacks,
     symbolizer::Symbolizer,
     target,
@@ -205,6 +208,8 @@ struct Output {
     out: Box<dyn Write>,
     /// A terminal: tables refresh in place.
     live: bool,
+    /// What `--listen`'s endpoints serve.
+    exposition: Option<Shared>,
 }
 
 impl Output {
@@ -218,10 +223,26 @@ impl Output {
             ),
             None => (Box::new(io::stdout()), io::stdout().is_terminal()),
         };
-        Ok(Self { format, out, live })
+        Ok(Self {
+            format,
+            out,
+            live,
+            exposition: None,
+        })
     }
 
-    fn write(&mut self, r: &Report) -> io::Result<()> {
+    /// Writes the report, and renders it for the endpoints; `all` is every finding.
+    fn write(&mut self, r: &Report, all: &[Finding]) -> io::Result<()> {
+        if let Some(shared) = &self.exposition {
+            let metrics = metrics::render(r, all).into();
+            let findings = report::findings_json(r).into();
+            let mut exposition = shared.lock().unwrap_or_else(|e| e.into_inner());
+            *exposition = Exposition {
+                metrics,
+                findings,
+                ready: true,
+            };
+        }
         match self.format {
             Format::Table => report::write_table(&mut self.out, r, self.live),
             Format::Json => report::write_json(&mut self.out, r),
@@ -357,6 +378,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         .into());
     }
     validate_pids(&cli.pids)?;
+    // Before anything is loaded: a taken port fails the run at once.
+    let listener = match cli.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::Usage(format!("cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     preflight::check_privileges()?;
     let tracefs = Tracefs::find_or_mount().map_err(Failure::Kernel)?;
     let mut probes = Probes::load(
@@ -373,7 +403,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut output = Output::open(cli.format, cli.output.as_ref())?;
     let mut session = Session {
         probes,
-        aggregator: Aggregator::new(Limits::default()),
+        aggregator: Aggregator::new(Limits {
+            max_processes: cli.max_processes as usize,
+            ..Limits::default()
+        }),
         waiters: Waiters::new(WaiterLimits {
             min_wait_ns: cli.min_wait.as_nanos() as u64,
             ..WaiterLimits::default()
@@ -381,7 +414,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         wait_scanner: WaitScanner::default(),
         symbolizer: Symbolizer::new(),
         stacks: Stacks::default(),
-        pods: Pods::new(Path::new(pods::POD_LOGS)),
+        pods: Pods::new(NodeLogs::default()),
         events: 0,
         decode_errors: 0,
     };
@@ -428,6 +461,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     for s in &session.probes.skipped {
         eprintln!("leaktrace: skipped {}: {}", s.name, s.reason);
     }
+    if let Some(listener) = listener {
+        let shared = Arc::new(Mutex::new(Exposition::default()));
+        eprintln!(
+            "leaktrace: serving /metrics, /findings, /healthz, /readyz on http://{}",
+            listener.local_addr()?
+        );
+        serve::spawn(listener, Arc::clone(&shared));
+        output.exposition = Some(shared);
+    }
 
     let mut batch = Vec::new();
     let min_wait_ns = cli.min_wait.as_nanos() as u64;
@@ -459,8 +501,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 resync(&mut reader, &mut session, &mut batch);
                 session.scan_waits(min_wait_ns);
                 session.aggregator.tick(procfs::monotonic_ns());
-                let (r, _) = clock.report(&mut session, &cli, false);
-                output.write(&r)?;
+                let (r, all) = clock.report(&mut session, &cli, false);
+                output.write(&r, &all)?;
             }
             _ = sigint.recv() => break Ending::Signal,
             _ = sigterm.recv() => break Ending::Signal,
@@ -481,7 +523,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     session.aggregator.tick(procfs::monotonic_ns());
     let (r, all) = clock.report(&mut session, &cli, true);
-    output.write(&r)?;
+    output.write(&r, &all)?;
     let command_failed = match ending {
         Ending::CommandExited(status) => {
             eprintln!("leaktrace: command exited: {status}");

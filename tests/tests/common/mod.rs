@@ -146,11 +146,16 @@ impl Repro {
         }
     }
 
-    /// Starts the leaking and waits until it is done; returns how many objects it leaked.
-    pub fn go_and_wait(&mut self) -> u64 {
+    /// Starts the leaking.
+    pub fn go(&mut self) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(b"go\n").expect("release the reproducer");
         stdin.flush().expect("flush");
+    }
+
+    /// Starts the leaking and waits until it is done; returns how many objects it leaked.
+    pub fn go_and_wait(&mut self) -> u64 {
+        self.go();
         let done = self
             .stdout
             .wait_for("done", Duration::from_secs(60), |l| l.starts_with("done"));
@@ -171,7 +176,7 @@ impl Drop for Repro {
 pub struct Tracer {
     child: Child,
     pub stdout: Lines,
-    stderr: Lines,
+    pub stderr: Lines,
 }
 
 /// What a finished tracer printed.
@@ -224,8 +229,13 @@ impl Tracer {
 
     /// SIGINT, then everything it printed.
     pub fn stop(self) -> Run {
+        self.signal(libc::SIGINT)
+    }
+
+    /// `signal`, then everything it printed; it must exit successfully.
+    pub fn signal(self, signal: i32) -> Run {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         self.finish()
     }
 
