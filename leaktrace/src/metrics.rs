@@ -167,8 +167,13 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
         ),
         (
             "stack_failures",
-            "Stack captures that failed in the kernel",
+            "Frame-pointer stack captures that failed in the kernel",
             h.stack_failures,
+        ),
+        (
+            "unattributed_creations",
+            "Thread and fd creations left with no stack: no sample and no frame-pointer walk",
+            h.stacks.unattributed,
         ),
         (
             "decode_errors",

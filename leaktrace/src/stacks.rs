@@ -34,6 +34,9 @@ pub struct StackStats {
     pub dropped: u64,
     /// Unwound stacks cut short: neither the copy nor the frame-pointer walk reached the root.
     pub truncated: u64,
+    /// Thread and fd creations left with no stack at all: no sample, and the kernel's
+    /// frame-pointer walk failed. (A failed walk that a sample covers is not counted here.)
+    pub unattributed: u64,
 }
 
 #[derive(Default)]
@@ -84,10 +87,24 @@ impl Stacks {
             }
             What::FdClose { .. } | What::FdCloseRange { .. } => return,
         };
-        let Some(sample) = self.samples.remove(&event.tid) else {
+        self.pair(event.tid, event.ts_ns, stack, kernel);
+        if stack.is_none() {
+            self.stats.unattributed += 1;
+        }
+    }
+
+    /// Replaces a creation's kernel stack with the one unwound from its sample, if one came.
+    fn pair(
+        &mut self,
+        tid: u32,
+        ts_ns: u64,
+        stack: &mut Option<StackId>,
+        kernel: impl FnOnce(StackId) -> Option<Vec<u64>>,
+    ) {
+        let Some(sample) = self.samples.remove(&tid) else {
             return;
         };
-        if sample.ts_ns != event.ts_ns {
+        if sample.ts_ns != ts_ns {
             // The record this sample preceded was lost.
             self.stats.unpaired += 1;
             return;
@@ -275,6 +292,29 @@ mod tests {
         // Handed out once, then forgotten at the end of the settle.
         stacks.settled();
         assert!(stacks.take(pid, id, |_| None).ips.is_empty());
+    }
+
+    #[test]
+    fn only_creations_left_with_no_stack_are_unattributed() {
+        let mut stacks = Stacks::default();
+        let pid = std::process::id();
+        // The kernel's walk failed, but a sample covers it.
+        let mut s = sample(7, 5, vec![0; 64]);
+        s.pid = pid;
+        stacks.sample(s);
+        let mut covered = open(7, 5, None);
+        covered.pid = pid;
+        stacks.resolve(&mut covered, |_| panic!("no kernel stack to read"));
+        assert!(stack_of(&covered).is_some());
+        assert_eq!(stacks.stats().unattributed, 0);
+        // Neither a sample nor a walk.
+        let mut bare = open(8, 6, None);
+        stacks.resolve(&mut bare, |_| None);
+        assert_eq!(stack_of(&bare), None);
+        // A walk without a sample is a stack.
+        let mut walked = open(8, 7, Some(3));
+        stacks.resolve(&mut walked, |_| None);
+        assert_eq!(stacks.stats().unattributed, 1);
     }
 
     #[test]
