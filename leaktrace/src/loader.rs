@@ -70,6 +70,8 @@ pub struct Probes {
     targets: HashMap<MapData, u32, u8>,
     waits: HashMap<MapData, u32, InFlightWait>,
     complete: Array<MapData, u8>,
+    /// Ids marked in `complete` since the stack map was last cleared.
+    marked: Vec<u32>,
     /// Tracepoints attached, as `category:name`.
     pub attached: Vec<String>,
     pub skipped: Vec<Skipped>,
@@ -322,6 +324,7 @@ impl Probes {
             targets: take_map(&mut ebpf, names::TARGETS)?,
             waits: take_map(&mut ebpf, names::WAITS)?,
             complete: take_map(&mut ebpf, names::COMPLETE)?,
+            marked: Vec::new(),
             ebpf,
             links,
             attached,
@@ -352,7 +355,24 @@ impl Probes {
     /// events need no stack sample from now on.
     pub fn mark_complete(&mut self, id: u32) {
         // An id beyond the map is not the kernel's; the samples then simply go on.
-        let _ = self.complete.set(id, 1, 0);
+        if self.complete.set(id, 1, 0).is_ok() {
+            self.marked.push(id);
+        }
+    }
+
+    /// Empties the kernel's stack map, and the marks on its ids: a bucket of the map holds one
+    /// stack for good, so a map that fills up (garbage frame-pointer walks through code without
+    /// frame pointers fill it within minutes system-wide) fails every new stack that lands in
+    /// a taken bucket. Userspace keeps no kernel id past the event that carried it.
+    pub fn clear_stacks(&mut self) {
+        let ids: Vec<u32> = self.stacks.stack_ids().map_while(Result::ok).collect();
+        for id in ids {
+            // Gone already is as good.
+            let _ = self.stacks.remove(&id);
+        }
+        for id in self.marked.drain(..) {
+            let _ = self.complete.set(id, 0, 0);
+        }
     }
 
     /// Every futex wait in progress in a traced process, by thread id.

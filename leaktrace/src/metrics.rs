@@ -171,6 +171,11 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
             h.stack_failures,
         ),
         (
+            "stack_map_clears",
+            "Times the kernel's stack map was emptied because an eighth of it was taken",
+            h.stack_map_clears,
+        ),
+        (
             "unattributed_creations",
             "Thread and fd creations left with no stack: no sample and no frame-pointer walk",
             h.stacks.unattributed,

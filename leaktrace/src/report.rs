@@ -44,6 +44,8 @@ pub struct Health {
     pub waits_full: u64,
     /// Stack samples lost to a full ring buffer (their records keep a frame-pointer stack).
     pub samples_lost: u64,
+    /// Times the kernel's stack map was emptied because an eighth of it was taken.
+    pub stack_map_clears: u64,
     pub probes: Vec<ProbeCounters>,
     /// Kernel time per program, when `kernel.bpf_stats_enabled` is 1.
     #[serde(skip_serializing_if = "Vec::is_empty")]

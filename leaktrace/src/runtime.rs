@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use leaktrace_common::capacity;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -71,6 +72,7 @@ struct Session {
     pods: Pods,
     events: u64,
     decode_errors: u64,
+    stack_map_clears: u64,
 }
 
 impl Session {
@@ -103,9 +105,7 @@ impl Session {
     fn settle(&mut self) {
         for stack in self.aggregator.take_new_stacks() {
             // A stack the kernel no longer has still gets an entry, with no frames.
-            let unwound = self
-                .stacks
-                .take(stack.pid, stack.id, |id| self.probes.stack(id));
+            let unwound = self.stacks.take(stack.pid, stack.id);
             let origin = Origin {
                 method: unwound.method,
                 truncated: unwound.truncated,
@@ -123,6 +123,18 @@ impl Session {
             if let Ok(snap) = procfs::snapshot(pid) {
                 self.aggregator.resync(&snap);
             }
+        }
+    }
+
+    /// Clears the kernel's stack map once an eighth of it is taken: a new stack lands in a
+    /// taken bucket (and fails) as often as the map is full, so this keeps failures to a few
+    /// percent. Call right after a drain: only records written since then can name a slot that
+    /// is cleared under them.
+    fn clear_stacks_when_full(&mut self) {
+        if self.stacks.kernel_stacks() >= (capacity::STACKS / 8) as usize {
+            self.probes.clear_stacks();
+            self.stacks.forget_kernel();
+            self.stack_map_clears += 1;
         }
     }
 
@@ -194,6 +206,7 @@ impl Session {
             path_failures: sum(|p| p.path_failures),
             waits_full: sum(|p| p.waits_full),
             samples_lost: sum(|p| p.samples_lost),
+            stack_map_clears: self.stack_map_clears,
             probes,
             programs: self.probes.program_stats(),
             stacks: self.stacks.stats(),
@@ -330,7 +343,8 @@ impl Clock {
     }
 }
 
-/// Drains what the ring buffer holds right now into the session.
+/// Drains what the ring buffer holds right now into the session; then the stack map may be
+/// cleared.
 fn drain_now(
     reader: &mut Reader,
     session: &mut Session,
@@ -343,6 +357,7 @@ fn drain_now(
             break;
         }
     }
+    session.clear_stacks_when_full();
 }
 
 /// Re-syncs every live process with /proc: snapshots first, then the events that happened
@@ -417,6 +432,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         pods: Pods::new(NodeLogs::default()),
         events: 0,
         decode_errors: 0,
+        stack_map_clears: 0,
     };
 
     let mut spawned = None;

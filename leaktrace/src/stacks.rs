@@ -44,8 +44,8 @@ pub struct Stacks {
     unwinder: Unwinder,
     /// The last sample of each thread, until the record it precedes arrives.
     samples: HashMap<u32, Sample>,
-    /// Kernel stacks by id. The stack map never hands an id to a different stack (it fails the
-    /// capture instead), so each is read once; its capacity bounds this cache.
+    /// Kernel stacks by id. Until the map is cleared it never hands an id to a different stack
+    /// (it fails the capture instead), so each is read once; its capacity bounds this cache.
     kernel: HashMap<StackId, Rc<[u64]>>,
     /// Stacks unwound since the last [`Stacks::settled`], until the symbolizer captures them.
     fresh: HashMap<(u32, StackId), Unwound>,
@@ -87,30 +87,39 @@ impl Stacks {
             }
             What::FdClose { .. } | What::FdCloseRange { .. } => return,
         };
-        self.pair(event.tid, event.ts_ns, stack, kernel);
+        self.pair(event.pid, event.tid, event.ts_ns, stack, kernel);
         if stack.is_none() {
             self.stats.unattributed += 1;
         }
     }
 
-    /// Replaces a creation's kernel stack with the one unwound from its sample, if one came.
+    /// Replaces a creation's kernel stack id with the id of its stack: unwound from its
+    /// sample if one came, else the kernel's frame-pointer walk. Either way the id names the
+    /// addresses, not a slot of the kernel's map, which [`Stacks::forget_kernel`] lets be
+    /// cleared.
     fn pair(
         &mut self,
+        pid: u32,
         tid: u32,
         ts_ns: u64,
         stack: &mut Option<StackId>,
         kernel: impl FnOnce(StackId) -> Option<Vec<u64>>,
     ) {
-        let Some(sample) = self.samples.remove(&tid) else {
-            return;
-        };
-        if sample.ts_ns != ts_ns {
-            // The record this sample preceded was lost.
-            self.stats.unpaired += 1;
-            return;
-        }
         let kernel_id = *stack;
         let fp = kernel_id.and_then(|id| self.kernel_stack(id, kernel));
+        let sample = match self.samples.remove(&tid) {
+            Some(sample) if sample.ts_ns == ts_ns => Some(sample),
+            Some(_) => {
+                // The record this sample preceded was lost.
+                self.stats.unpaired += 1;
+                None
+            }
+            None => None,
+        };
+        let Some(sample) = sample else {
+            *stack = fp.map(|ips| self.remember(pid, unwind::fp_only(&ips)));
+            return;
+        };
         let walk = self.unwinder.unwind(
             sample.pid,
             sample.regs,
@@ -119,12 +128,11 @@ impl Stacks {
         let verified = walk.complete && walk.mapped;
         let unwound = unwind::merge(walk, fp.as_deref().unwrap_or(&[]));
         if let (Some(id), Method::Fp, true) = (kernel_id, unwound.method, verified) {
-            // An unwind to the root over the process's own code added nothing to the kernel's walk: that walk
-            // is the stack, now and for every later event with the same walk (the same return
-            // addresses from the same instruction on). Keep the kernel's id so both group
-            // together.
+            // An unwind to the root over the process's own code added nothing to the kernel's
+            // walk: that walk is the stack, now and for every later event with the same walk
+            // (the same return addresses from the same instruction on). Both get the same id:
+            // it is the addresses'.
             self.complete.push(id);
-            return;
         }
         *stack = Some(self.keep(sample.pid, unwound));
     }
@@ -139,23 +147,25 @@ impl Stacks {
         self.keep(pid, unwind::merge(walk, &fp))
     }
 
-    /// The addresses of stack `id` of `pid` and how they were obtained, for the symbolizer.
-    /// Unwound stacks are handed out once; kernel stacks come from the map (empty when the
-    /// kernel no longer has it).
-    pub fn take(
-        &mut self,
-        pid: u32,
-        id: StackId,
-        kernel: impl FnOnce(StackId) -> Option<Vec<u64>>,
-    ) -> Unwound {
-        if id & userstack::WALKED != 0 {
-            return self.fresh.remove(&(pid, id)).unwrap_or(Unwound {
-                ips: Vec::new(),
-                method: Method::Fp,
-                truncated: false,
-            });
-        }
-        unwind::fp_only(self.kernel_stack(id, kernel).as_deref().unwrap_or(&[]))
+    /// The addresses of stack `id` of `pid` and how they were obtained, for the symbolizer:
+    /// handed out once, at the settle after the event that named the stack (empty if none did).
+    pub fn take(&mut self, pid: u32, id: StackId) -> Unwound {
+        self.fresh.remove(&(pid, id)).unwrap_or(Unwound {
+            ips: Vec::new(),
+            method: Method::Fp,
+            truncated: false,
+        })
+    }
+
+    /// Kernel stacks read since the kernel's map was last cleared: how full it is.
+    pub fn kernel_stacks(&self) -> usize {
+        self.kernel.len()
+    }
+
+    /// The kernel's stack map was cleared: its ids name nothing now.
+    pub fn forget_kernel(&mut self) {
+        self.kernel.clear();
+        self.complete.clear();
     }
 
     /// Kernel stacks found complete since the last call.
@@ -176,9 +186,15 @@ impl Stacks {
         self.unwinder.stats()
     }
 
+    /// Remembers a stack unwound with unwind tables.
     fn keep(&mut self, pid: u32, unwound: Unwound) -> StackId {
         self.stats.unwound += 1;
         self.stats.truncated += u64::from(unwound.truncated);
+        self.remember(pid, unwound)
+    }
+
+    /// Remembers a stack until the symbolizer takes it; its id is its addresses' hash.
+    fn remember(&mut self, pid: u32, unwound: Unwound) -> StackId {
         let id = userstack::walked_id(&unwound.ips);
         self.fresh.insert((pid, id), unwound);
         id
@@ -243,14 +259,40 @@ mod tests {
     }
 
     #[test]
-    fn without_a_sample_the_kernel_stack_stays() {
+    fn without_a_sample_the_kernel_walk_is_the_stack_named_by_its_addresses() {
         let mut stacks = Stacks::default();
         let mut event = open(7, 5, Some(3));
-        stacks.resolve(&mut event, |_| panic!("not read without a sample"));
-        assert_eq!(stack_of(&event), Some(3));
-        let unwound = stacks.take(PID, 3, |_| Some(vec![0xa, 0xb, 0]));
+        stacks.resolve(&mut event, |id| (id == 3).then(|| vec![0xa, 0xb, 0]));
+        let id = stack_of(&event).expect("a stack");
+        assert_eq!(id, userstack::walked_id(&[0xa, 0xb]));
+        let unwound = stacks.take(PID, id);
         assert_eq!(unwound.ips, [0xa, 0xb]);
         assert_eq!(unwound.method, Method::Fp);
+        // A frame-pointer walk is not an unwind.
+        assert_eq!(stacks.stats().unwound, 0);
+        // Read once while the map holds it.
+        let mut again = open(7, 6, Some(3));
+        stacks.resolve(&mut again, |_| panic!("cached"));
+        assert_eq!(stack_of(&again), Some(id));
+        assert_eq!(stacks.kernel_stacks(), 1);
+    }
+
+    #[test]
+    fn a_cleared_map_is_read_again() {
+        let mut stacks = Stacks::default();
+        let mut event = open(7, 5, Some(3));
+        stacks.resolve(&mut event, |_| Some(vec![0xa]));
+        stacks.forget_kernel();
+        assert_eq!(stacks.kernel_stacks(), 0);
+        // After the clear, slot 3 holds another stack.
+        let mut event = open(7, 6, Some(3));
+        stacks.resolve(&mut event, |_| Some(vec![0xb]));
+        assert_eq!(stack_of(&event), Some(userstack::walked_id(&[0xb])));
+        // A slot emptied under an event in flight leaves it without a stack, counted.
+        let mut event = open(7, 7, Some(4));
+        stacks.resolve(&mut event, |_| None);
+        assert_eq!(stack_of(&event), None);
+        assert_eq!(stacks.stats().unattributed, 1);
     }
 
     #[test]
@@ -260,8 +302,9 @@ mod tests {
         stacks.sample(sample(7, 5, vec![0; 64]));
         let mut event = open(7, 6, Some(3));
         stacks.resolve(&mut event, |_| Some(vec![0x10]));
-        assert_eq!(stack_of(&event), Some(3));
+        assert_eq!(stack_of(&event), Some(userstack::walked_id(&[0x10])));
         assert_eq!(stacks.stats().unpaired, 1);
+        assert_eq!(stacks.stats().unwound, 0);
         // A second sample of the same thread also means the first one's record was lost.
         stacks.sample(sample(7, 8, vec![0; 64]));
         stacks.sample(sample(7, 9, vec![0; 64]));
@@ -285,13 +328,13 @@ mod tests {
         // unwound stack and the kernel's walk is not marked complete.
         assert_ne!(id & userstack::WALKED, 0, "{id:#x}");
         assert!(stacks.take_complete().is_empty());
-        let unwound = stacks.take(pid, id, |_| None);
+        let unwound = stacks.take(pid, id);
         assert_eq!(unwound.ips, [0x10]);
         assert_eq!(unwound.method, Method::Fp);
         assert_eq!(stacks.stats().unwound, 1);
         // Handed out once, then forgotten at the end of the settle.
         stacks.settled();
-        assert!(stacks.take(pid, id, |_| None).ips.is_empty());
+        assert!(stacks.take(pid, id).ips.is_empty());
     }
 
     #[test]
@@ -313,7 +356,8 @@ mod tests {
         assert_eq!(stack_of(&bare), None);
         // A walk without a sample is a stack.
         let mut walked = open(8, 7, Some(3));
-        stacks.resolve(&mut walked, |_| None);
+        stacks.resolve(&mut walked, |_| Some(vec![0x30]));
+        assert!(stack_of(&walked).is_some());
         assert_eq!(stacks.stats().unattributed, 1);
     }
 
@@ -329,8 +373,10 @@ mod tests {
         };
         stacks.resolve(&mut exit, |_| None);
         let mut event = open(7, 5, Some(3));
-        stacks.resolve(&mut event, |_| None);
-        assert_eq!(stack_of(&event), Some(3));
+        stacks.resolve(&mut event, |_| Some(vec![0x20]));
+        // The kernel's walk, not the dropped sample's unwind.
+        assert_eq!(stack_of(&event), Some(userstack::walked_id(&[0x20])));
+        assert_eq!(stacks.stats().unwound, 0);
     }
 
     #[test]
