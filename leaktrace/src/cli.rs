@@ -18,6 +18,17 @@ pub const EXIT_FOUND: i32 = 10;
 /// Exit status when `--fail-on` found nothing but the traced command itself failed.
 pub const EXIT_COMMAND_FAILED: i32 = 11;
 
+/// Whether pods and containers are named from the Kubernetes API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KubeApi {
+    /// When running in a pod with a service account (in-cluster config present).
+    Auto,
+    /// Always; fail if the in-cluster config is missing.
+    On,
+    /// Never: names come from the node's kubelet log directories only.
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Human-readable report.
@@ -106,6 +117,16 @@ pub struct Cli {
     /// /readyz. With --all, this is the daemon mode of deploy/daemonset.yaml.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<std::net::SocketAddr>,
+
+    /// Name pods and containers from the Kubernetes API (watching the pods of --node-name),
+    /// as well as from the kubelet's log directories.
+    #[arg(long, value_enum, default_value_t = KubeApi::Auto)]
+    pub kube_api: KubeApi,
+
+    /// The node whose pods the Kubernetes API watch lists (the DaemonSet passes
+    /// spec.nodeName); without it, every pod of the cluster is listed.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
 
     /// Processes tracked at most; past it the least recently active is evicted (counted in
     /// health as evicted_processes).
@@ -210,5 +231,16 @@ mod tests {
         assert_eq!(cli.max_processes, 4096);
         assert!(Cli::try_parse_from(["leaktrace", "--all", "--listen", "9464"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "--all", "--max-processes", "0"]).is_err());
+        assert_eq!(cli.kube_api, KubeApi::Auto);
+        let cli = Cli::parse_from([
+            "leaktrace",
+            "--all",
+            "--kube-api",
+            "on",
+            "--node-name",
+            "n1",
+        ]);
+        assert_eq!(cli.kube_api, KubeApi::On);
+        assert_eq!(cli.node_name.as_deref(), Some("n1"));
     }
 }

@@ -250,6 +250,26 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
         "Probes this kernel lacks",
         h.probes_skipped.len() as u64,
     );
+    if let Some(api) = &h.kubernetes_api {
+        gauge(
+            &mut registry,
+            "kubernetes_api_connected",
+            "1 while the Kubernetes API watch that names pods last heard data, not an error",
+            u64::from(api.connected),
+        );
+        gauge(
+            &mut registry,
+            "kubernetes_api_pods",
+            "Pods the Kubernetes API watch knows",
+            api.pods as u64,
+        );
+        counter(
+            &mut registry,
+            "kubernetes_api_errors",
+            "Errors of the Kubernetes API watch",
+            api.errors,
+        );
+    }
     gauge(
         &mut registry,
         "report_seq",
@@ -404,7 +424,30 @@ mod tests {
             value(&text, "leaktrace_probe_events_total", &probe),
             Some(10.0)
         );
-        // Without findings, no finding series.
+        // Without findings, no finding series; without an API watch, no API series.
         assert_eq!(value(&text, "leaktrace_findings", &[]), None);
+        assert_eq!(
+            value(&text, "leaktrace_kubernetes_api_connected", &[]),
+            None
+        );
+        r.health.kubernetes_api = Some(crate::kubeapi::ApiStatus {
+            connected: true,
+            pods: 12,
+            errors: 3,
+            ..Default::default()
+        });
+        let text = render(&r, &[]);
+        assert_eq!(
+            value(&text, "leaktrace_kubernetes_api_connected", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "leaktrace_kubernetes_api_pods", &[]),
+            Some(12.0)
+        );
+        assert_eq!(
+            value(&text, "leaktrace_kubernetes_api_errors_total", &[]),
+            Some(3.0)
+        );
     }
 }

@@ -2,15 +2,19 @@
 //! The container and pod UID come from the process's cgroup ([`cgroup`]). Names come from the
 //! node, so no API server is needed: the pod's namespace and name from the kubelet's log
 //! directories (`/var/log/pods/<namespace>_<name>_<uid>`), the container's name from its log
-//! links (`/var/log/containers/<pod>_<namespace>_<container>-<id>.log`). A process is placed
-//! once, when first seeded; names missing then (a pod whose directory was not there yet) are
-//! looked up again at each report.
+//! links (`/var/log/containers/<pod>_<namespace>_<container>-<id>.log`). With a service account
+//! the Kubernetes API's pods of this node ([`kubeapi`]) name them first. A process is placed
+//! once, when first seeded; names missing then (a pod not listed yet) are looked up again at
+//! each report.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, path::PathBuf, sync::PoisonError};
 
 use serde::Serialize;
 
-use crate::cgroup::{self, Placement};
+use crate::{
+    cgroup::{self, Placement},
+    kubeapi::Directory,
+};
 
 /// The kubelet's pod log directories.
 pub const POD_LOGS: &str = "/var/log/pods";
@@ -56,6 +60,8 @@ impl Default for NodeLogs {
 
 pub struct Pods {
     logs: NodeLogs,
+    /// The API server's pods, kept current by the watch task.
+    api: Option<Directory>,
     by_pid: HashMap<u32, Placed>,
     /// Pod UID → (namespace, name), from the last listing of the pod log directories.
     pod_names: HashMap<String, (String, String)>,
@@ -64,9 +70,10 @@ pub struct Pods {
 }
 
 impl Pods {
-    pub fn new(logs: NodeLogs) -> Self {
+    pub fn new(logs: NodeLogs, api: Option<Directory>) -> Self {
         Self {
             logs,
+            api,
             by_pid: HashMap::new(),
             pod_names: HashMap::new(),
             container_names: HashMap::new(),
@@ -116,15 +123,29 @@ impl Pods {
         self.container_names = cgroup::containers_from_logs(&self.logs.containers);
     }
 
-    /// Fills in the names the listings have; whether it is now fully named.
+    /// Fills in the names the API server and the listings have; whether it is now fully named.
     fn name(&self, placed: &mut Placed) -> bool {
+        if let (Some(api), Placement::Container { id, pod_uid, .. }) =
+            (&self.api, &placed.placement)
+        {
+            let pods = api.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(meta) = pod_uid.as_ref().and_then(|uid| pods.get(uid)) {
+                placed.namespace = Some(meta.namespace.clone());
+                placed.pod = Some(meta.name.clone());
+                placed.container = meta.containers.get(id).cloned();
+            }
+        }
+        if !placed.unnamed() {
+            return true;
+        }
         if let Placement::Container { id, pod_uid, .. } = &placed.placement {
-            if let Some((namespace, pod)) = pod_uid.as_ref().and_then(|u| self.pod_names.get(u)) {
+            let listed = pod_uid.as_ref().and_then(|u| self.pod_names.get(u));
+            if let (None, Some((namespace, pod))) = (&placed.pod, listed) {
                 placed.namespace = Some(namespace.clone());
                 placed.pod = Some(pod.clone());
             }
             if let Some(container) = self.container_names.get(id) {
-                placed.container = Some(container.clone());
+                placed.container.get_or_insert_with(|| container.clone());
             }
         }
         !placed.unnamed()
@@ -136,6 +157,7 @@ mod tests {
     use std::fs;
 
     use super::*;
+    use crate::kubeapi;
 
     const UID: &str = "1f3e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b";
     const ID: &str = "4c01db0b339c3bc1f5f5d8e0a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
@@ -164,7 +186,7 @@ mod tests {
     fn a_container_is_named_from_the_kubelet_logs_when_they_appear() {
         let logs = temp_logs("pods");
         let root = logs.pods.parent().unwrap().to_owned();
-        let mut pods = Pods::new(logs);
+        let mut pods = Pods::new(logs, None);
         let mut placed = unnamed(Placement::Container {
             runtime: cgroup::Runtime::Containerd,
             id: ID.into(),
@@ -193,11 +215,63 @@ mod tests {
     }
 
     #[test]
+    fn the_api_server_names_first_and_the_logs_fill_in() {
+        let logs = temp_logs("pods-api");
+        let root = logs.pods.parent().unwrap().to_owned();
+        fs::create_dir_all(root.join(format!("pods/old-ns_old-name_{UID}"))).unwrap();
+        fs::write(
+            root.join(format!("containers/old-name_old-ns_app-{ID}.log")),
+            "",
+        )
+        .unwrap();
+        let api = Directory::default();
+        let mut pods = Pods::new(logs, Some(std::sync::Arc::clone(&api)));
+        pods.relist();
+        let placement = Placement::Container {
+            runtime: cgroup::Runtime::Crio,
+            id: ID.into(),
+            pod_uid: Some(UID.into()),
+        };
+        // The API has not listed the pod yet: the logs name it.
+        let mut placed = unnamed(placement.clone());
+        assert!(pods.name(&mut placed));
+        assert_eq!(placed.pod.as_deref(), Some("old-name"));
+        // Once listed, the API's names win; a container it has no status for yet keeps the
+        // logs' name.
+        api.lock().unwrap().insert(
+            UID.into(),
+            kubeapi::PodMeta {
+                namespace: "shop".into(),
+                name: "cart-7d9f".into(),
+                containers: HashMap::new(),
+            },
+        );
+        let mut placed = unnamed(placement.clone());
+        assert!(pods.name(&mut placed));
+        assert_eq!(placed.namespace.as_deref(), Some("shop"));
+        assert_eq!(placed.pod.as_deref(), Some("cart-7d9f"));
+        assert_eq!(placed.container.as_deref(), Some("app"));
+        api.lock()
+            .unwrap()
+            .get_mut(UID)
+            .unwrap()
+            .containers
+            .insert(ID.into(), "cart".into());
+        let mut placed = unnamed(placement);
+        pods.name(&mut placed);
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(placed.container.as_deref(), Some("cart"));
+    }
+
+    #[test]
     fn processes_are_placed_once_and_forgotten_when_gone() {
-        let mut pods = Pods::new(NodeLogs {
-            pods: "/nonexistent".into(),
-            containers: "/nonexistent".into(),
-        });
+        let mut pods = Pods::new(
+            NodeLogs {
+                pods: "/nonexistent".into(),
+                containers: "/nonexistent".into(),
+            },
+            None,
+        );
         let me = std::process::id();
         pods.note(me);
         assert!(pods.of(me).is_some());

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::Placement,
+    kubeapi::ApiStatus,
     loader::{ProbeCounters, ProgramStats, Skipped},
     model::{
         FdKind, Finding, Frame, LeakDetail, Origin, OwnerSource, ProcessSummary, Resource, Trend,
@@ -46,6 +47,9 @@ pub struct Health {
     pub samples_lost: u64,
     /// Times the kernel's stack map was emptied because an eighth of it was taken.
     pub stack_map_clears: u64,
+    /// The Kubernetes API watch that names pods, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes_api: Option<ApiStatus>,
     pub probes: Vec<ProbeCounters>,
     /// Kernel time per program, when `kernel.bpf_stats_enabled` is 1.
     #[serde(skip_serializing_if = "Vec::is_empty")]

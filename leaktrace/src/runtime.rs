@@ -16,11 +16,12 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     aggregator::{Aggregator, Limits},
-    cli::{Cli, Format, EXIT_COMMAND_FAILED, EXIT_FOUND},
+    cli::{self, Cli, Format, EXIT_COMMAND_FAILED, EXIT_FOUND},
     decoder::{self, DecodeError},
     event::Record,
     failure::Failure,
     folded,
+    kubeapi::{self, ApiStatus},
     loader::{self, LoadOptions, Probes},
     metrics,
     model::{Finding, Origin, ProcessSummary, Snapshot, StackRef},
@@ -73,6 +74,8 @@ struct Session {
     events: u64,
     decode_errors: u64,
     stack_map_clears: u64,
+    /// How the Kubernetes API watch fares, when there is one.
+    kube_status: Option<Arc<Mutex<ApiStatus>>>,
 }
 
 impl Session {
@@ -207,10 +210,37 @@ impl Session {
             waits_full: sum(|p| p.waits_full),
             samples_lost: sum(|p| p.samples_lost),
             stack_map_clears: self.stack_map_clears,
+            kubernetes_api: self
+                .kube_status
+                .as_ref()
+                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone()),
             probes,
             programs: self.probes.program_stats(),
             stacks: self.stacks.stats(),
             unwind: self.stacks.unwind_stats(),
+        }
+    }
+}
+
+/// The Kubernetes API watch `--kube-api` asks for, started; None when off or not in a cluster
+/// (auto).
+async fn watch_pods(cli: &Cli) -> Result<Option<kubeapi::KubeApi>, Failure> {
+    let wanted = match cli.kube_api {
+        cli::KubeApi::Off => false,
+        cli::KubeApi::Auto => kubeapi::in_cluster(),
+        cli::KubeApi::On => true,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    match kubeapi::client().await {
+        Ok(client) => Ok(Some(kubeapi::spawn_watch(client, cli.node_name.clone()))),
+        Err(e) if cli.kube_api == cli::KubeApi::On => Err(Failure::Usage(format!(
+            "--kube-api on: {e:#} (run in a pod with a service account)"
+        ))),
+        Err(e) => {
+            eprintln!("leaktrace: naming pods from the node only: {e:#}");
+            Ok(None)
         }
     }
 }
@@ -403,6 +433,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         None => None,
     };
     preflight::check_privileges()?;
+    let kube = watch_pods(&cli).await?;
     let tracefs = Tracefs::find_or_mount().map_err(Failure::Kernel)?;
     let mut probes = Probes::load(
         &tracefs,
@@ -429,10 +460,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         wait_scanner: WaitScanner::default(),
         symbolizer: Symbolizer::new(),
         stacks: Stacks::default(),
-        pods: Pods::new(NodeLogs::default()),
+        pods: Pods::new(
+            NodeLogs::default(),
+            kube.as_ref().map(|k| Arc::clone(&k.directory)),
+        ),
         events: 0,
         decode_errors: 0,
         stack_map_clears: 0,
+        kube_status: kube.map(|k| k.status),
     };
 
     let mut spawned = None;

@@ -184,3 +184,16 @@ fn a_taken_address_is_a_usage_error_before_anything_loads() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_api_watch_demanded_outside_a_cluster_is_a_usage_error() {
+    require_root();
+    let out = leaktrace()
+        .args(["--all", "--kube-api", "on", "--duration", "1s"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run leaktrace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--kube-api on"), "{stderr}");
+}
