@@ -2,6 +2,7 @@
 //! the benchmarks.
 
 mod bench;
+mod k8s;
 
 use std::{
     fs::File,
@@ -54,6 +55,12 @@ enum Task {
     /// Build, then measure leaktrace's overhead against no tracing, the empty-program floor and
     /// bpftrace, its throughput and loss, and its memory (root; see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Build the container images: localhost/leaktrace:dev (deploy/Containerfile, a static musl
+    /// build) and the e2e's leaky workload (root, for podman/buildah).
+    Image,
+    /// Validate deploy/daemonset.yaml offline, then run its pod template with podman next to a
+    /// leaking pod and check what it serves (root; see xtask/src/k8s.rs).
+    K8s(k8s::K8sArgs),
 }
 
 /// bpf-linker release that links against the Rust toolchain's own LLVM (rustc 1.95: LLVM 22).
@@ -251,7 +258,9 @@ fn test() -> Result<()> {
         .env("LEAKTRACE_BIN", bin.join("leaktrace"))
         .env("LEAKTRACE_REPRODUCER", bin.join("leaktrace-reproducer")))?;
     // The CI use of the product: every reproducer scenario under --fail-on leak.
-    gate(2)
+    gate(2)?;
+    // The Kubernetes use: the manifest validated, its pod template run with podman.
+    k8s::k8s(k8s::K8sArgs::default())
 }
 
 /// Debian packages the integration tests use, each with a command it installs: (package,
@@ -274,9 +283,15 @@ fn on_path(name: &str) -> bool {
 /// Installs with apt-get each (package, command) pair whose command is not on PATH; does nothing
 /// (not even `apt-get update`) when every command is there.
 fn ensure_apt_packages(packages: &[(&str, &str)]) -> Result<()> {
+    ensure_apt(packages, on_path)
+}
+
+/// Installs with apt-get each (package, thing) pair whose thing `present` does not find (a
+/// command, a file); does nothing (not even `apt-get update`) when every one is there.
+fn ensure_apt(packages: &[(&str, &str)], present: impl Fn(&str) -> bool) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
-        .filter(|(_, command)| !on_path(command))
+        .filter(|(_, thing)| !present(thing))
         .map(|&(package, _)| package)
         .collect();
     if missing.is_empty() {
@@ -291,9 +306,9 @@ fn ensure_apt_packages(packages: &[(&str, &str)]) -> Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    for (package, command) in packages {
-        if !on_path(command) {
-            bail!("apt-get installed {package}, yet {command} is not on PATH");
+    for (package, thing) in packages {
+        if !present(thing) {
+            bail!("apt-get installed {package}, yet {thing} is missing");
         }
     }
     Ok(())
@@ -667,5 +682,7 @@ fn main() -> Result<()> {
         Task::Gate { jobs } => gate(usize::from(jobs)),
         Task::Lint => lint(),
         Task::Bench(args) => bench::bench(args),
+        Task::Image => k8s::image(),
+        Task::K8s(args) => k8s::k8s(args),
     }
 }
