@@ -107,7 +107,7 @@ impl Session {
     /// processes seen for the first time, re-sync after exec.
     fn settle(&mut self) {
         for stack in self.aggregator.take_new_stacks() {
-            // A stack the kernel no longer has still gets an entry, with no frames.
+            // Remembered when its event was resolved, in this same batch.
             let unwound = self.stacks.take(stack.pid, stack.id);
             let origin = Origin {
                 method: unwound.method,
