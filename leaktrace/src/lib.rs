@@ -19,6 +19,7 @@ pub mod event;
 pub mod failure;
 pub mod floor;
 pub mod folded;
+pub mod goruntime;
 pub mod kubeapi;
 pub mod loader;
 pub mod lockowner;
