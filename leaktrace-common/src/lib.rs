@@ -50,6 +50,10 @@ pub const BPF_F_USER_STACK: u64 = 1 << 8;
 /// The clone flag that makes a new task a thread of its creator's process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 
+/// The clone flag that gives the parent a pidfd of the child, written to user memory rather
+/// than returned (Go's os/exec asks for one on every command it starts).
+pub const CLONE_PIDFD: u64 = 0x0000_1000;
+
 /// `close_range` flag that only marks fds close-on-exec instead of closing them.
 pub const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 
@@ -78,6 +82,10 @@ pub enum EventKind {
     /// The user registers and a copy of the user stack of the creation record that follows
     /// (same `tid` and `ts_ns`): [`StackSample`].
     StackSample = 6,
+    /// A goroutine was created: [`GoroutineNewEvent`].
+    GoroutineNew = 7,
+    /// A goroutine ended: [`GoroutineExitEvent`].
+    GoroutineExit = 8,
 }
 
 impl EventKind {
@@ -89,6 +97,8 @@ impl EventKind {
             4 => Self::Fd,
             5 => Self::FdPath,
             6 => Self::StackSample,
+            7 => Self::GoroutineNew,
+            8 => Self::GoroutineExit,
             _ => return None,
         })
     }
@@ -285,6 +295,65 @@ impl StackSample {
     pub const HEAD: usize = core::mem::offset_of!(StackSample, stack);
 }
 
+/// A `go` statement ran: the uprobe just after `runtime.newproc1` returned the new g, whose
+/// fields are copied out here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoroutineNewEvent {
+    pub header: EventHeader,
+    /// `g.goid`: unique within the process for its lifetime.
+    pub goid: u64,
+    /// `g.parentGoid`: the goroutine that ran the `go` statement.
+    pub parent_goid: u64,
+    /// Address of the `runtime.g`: userspace reads the goroutine's state there later.
+    pub g: u64,
+    /// `g.gopc`: return address of the `go` statement's call into the runtime.
+    pub gopc: u64,
+    /// `g.startpc`: the goroutine's function.
+    pub startpc: u64,
+    /// User stack of the creating goroutine (frame pointers: Go always keeps them), or
+    /// [`NO_STACK`].
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+
+/// A goroutine ended (`runtime.gdestroy`, or `goexit0` before Go 1.22).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoroutineExitEvent {
+    pub header: EventHeader,
+    pub goid: u64,
+}
+
+/// Where `runtime.g` keeps the fields the Go probes read, for the binary a probe is attached
+/// to: packed into the probe's attach cookie (16 bits each), so one program serves every Go
+/// version and no map lookup is needed per hit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoFields {
+    pub goid: u16,
+    pub parent_goid: u16,
+    pub gopc: u16,
+    pub startpc: u16,
+}
+
+impl GoFields {
+    pub const fn cookie(self) -> u64 {
+        self.goid as u64
+            | (self.parent_goid as u64) << 16
+            | (self.gopc as u64) << 32
+            | (self.startpc as u64) << 48
+    }
+
+    pub const fn from_cookie(cookie: u64) -> Self {
+        Self {
+            goid: cookie as u16,
+            parent_goid: (cookie >> 16) as u16,
+            gopc: (cookie >> 32) as u16,
+            startpc: (cookie >> 48) as u16,
+        }
+    }
+}
+
 /// How the generic syscall programs treat one syscall number; userspace fills the table from
 /// the architecture's syscall numbers, so the eBPF object is the same on x86_64 and aarch64.
 #[repr(C)]
@@ -323,6 +392,12 @@ pub enum Shape {
     Close = 7,
     /// close_range(first, last, flags): on success closes the range unless CLOSE_RANGE_CLOEXEC.
     CloseRange = 8,
+    /// clone(flags, …): with [`CLONE_PIDFD`] in argument 0, the parent's new pidfd is the int
+    /// the kernel wrote at the pointer in argument `arg` (parent_tid).
+    ClonePidfd = 9,
+    /// clone3(args, size): likewise, with flags and the pidfd pointer in the `clone_args` at
+    /// argument 0 (fields `flags` and `pidfd`, its first two u64s).
+    Clone3Pidfd = 10,
 }
 
 impl Shape {
@@ -336,6 +411,8 @@ impl Shape {
             6 => Self::SignalFd,
             7 => Self::Close,
             8 => Self::CloseRange,
+            9 => Self::ClonePidfd,
+            10 => Self::Clone3Pidfd,
             _ => return None,
         })
     }
@@ -366,7 +443,9 @@ impl Probe {
     pub const EXEC: u16 = 2;
     pub const FUTEX: u16 = 3;
     pub const FUTEX_WAITV: u16 = 4;
-    pub const FIRST_SYSCALL: u16 = 5;
+    pub const GOROUTINE_NEW: u16 = 5;
+    pub const GOROUTINE_EXIT: u16 = 6;
+    pub const FIRST_SYSCALL: u16 = 7;
 
     pub const fn syscall(index: u16) -> u16 {
         Self::FIRST_SYSCALL + index

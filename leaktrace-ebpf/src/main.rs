@@ -16,15 +16,17 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::{self, bpf_task_pt_regs},
     },
-    macros::{map, tracepoint},
+    macros::{map, tracepoint, uprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{tracing::StackIdContext as _, TracePointContext},
+    programs::{tracing::StackIdContext, ProbeContext, TracePointContext},
+    EbpfContext as _,
 };
 use leaktrace_common::{
     capacity, futex, Config, Counter, EventHeader, EventKind, ExecEvent, FdEvent, FdKind, FdOp,
-    FdPathEvent, GroupDead, InFlightWait, PendingCall, Probe, Shape, StackSample, SyscallSpec,
-    Target, TaskNewEvent, ThreadExitEvent, UserRegs, BPF_F_USER_STACK, CLONE_THREAD,
-    CLOSE_RANGE_CLOEXEC, F_DUPFD, F_DUPFD_CLOEXEC, NO_STACK, PATH_CAP, STACK_COPY_MAX,
+    FdPathEvent, GoFields, GoroutineExitEvent, GoroutineNewEvent, GroupDead, InFlightWait,
+    PendingCall, Probe, Shape, StackSample, SyscallSpec, Target, TaskNewEvent, ThreadExitEvent,
+    UserRegs, BPF_F_USER_STACK, CLONE_PIDFD, CLONE_THREAD, CLOSE_RANGE_CLOEXEC, F_DUPFD,
+    F_DUPFD_CLOEXEC, NO_STACK, PATH_CAP, STACK_COPY_MAX,
 };
 
 /// Written by the loader before the programs are loaded (see `Config`).
@@ -152,7 +154,7 @@ fn emit<T: 'static>(probe: u16, event: T) {
 }
 
 #[inline(always)]
-fn user_stack(ctx: &TracePointContext, probe: u16) -> i32 {
+fn user_stack(ctx: &impl StackIdContext, probe: u16) -> i32 {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK) {
         Ok(id) => id as i32,
         Err(_) => {
@@ -306,6 +308,25 @@ pub fn fd_syscall_enter(ctx: TracePointContext) -> u32 {
             );
         }
         Shape::Fcntl if !matches!(arg(1), F_DUPFD | F_DUPFD_CLOEXEC) => {}
+        // Most clones make threads or plain children: only a pidfd's pointer is worth keeping.
+        Shape::ClonePidfd if arg(0) & CLONE_PIDFD == 0 => {}
+        Shape::Clone3Pidfd => {
+            // SAFETY: reads the caller's clone_args; the helper checks the address.
+            let Ok([flags, pidfd]) = (unsafe { bpf_probe_read_user(arg(0) as *const [u64; 2]) })
+            else {
+                return 0;
+            };
+            if flags & CLONE_PIDFD != 0 {
+                let pending = PendingCall {
+                    nr,
+                    _pad: 0,
+                    args: [flags, 0, pidfd],
+                };
+                if PENDING.insert(tid, pending, 0).is_err() {
+                    count(spec.probe, Counter::PendingFull);
+                }
+            }
+        }
         shape if shape.needs_entry_args() => {
             let pending = PendingCall {
                 nr,
@@ -399,7 +420,30 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
                 arg1 as i32,
             ),
         ),
-        Shape::SignalFd | Shape::CloseRange | Shape::Close => {}
+        // The parent's return is the child's pid; the child's (0) has no pidfd.
+        Shape::ClonePidfd | Shape::Clone3Pidfd if ret > 0 => {
+            // SAFETY: reads the int the kernel wrote in the caller's memory.
+            let Ok(fd) = (unsafe { bpf_probe_read_user(arg_n as *const i32) }) else {
+                count(probe, Counter::PathFailed);
+                return 0;
+            };
+            emit_created(
+                &ctx,
+                &cfg,
+                FdOp::Open,
+                spec.kind,
+                probe,
+                tgid,
+                tid,
+                fd.into(),
+                -1,
+            );
+        }
+        Shape::SignalFd
+        | Shape::CloseRange
+        | Shape::Close
+        | Shape::ClonePidfd
+        | Shape::Clone3Pidfd => {}
     }
     0
 }
@@ -606,6 +650,84 @@ pub fn futex_waitv_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn futex_exit(_ctx: TracePointContext) -> u32 {
     let _ = WAITS.remove(bpf_get_current_pid_tgid() as u32);
+    0
+}
+
+/// The first integer argument or result under Go's register ABI (ABIInternal): RAX on amd64,
+/// R0 on arm64. Go's probes read it because Go does not follow the C calling convention
+/// `ProbeContext::arg` assumes.
+#[inline(always)]
+fn go_register0(ctx: &ProbeContext) -> u64 {
+    // SAFETY: a uprobe's context is the user registers saved at the probe, readable in place.
+    #[cfg(bpf_target_arch = "x86_64")]
+    return unsafe { (*ctx.regs).rax };
+    #[cfg(bpf_target_arch = "aarch64")]
+    return unsafe { (*ctx.regs).regs[0] };
+}
+
+/// A u64 field of a goroutine's `runtime.g`; 0 when it cannot be read.
+#[inline(always)]
+fn g_field(g: u64, offset: u16) -> u64 {
+    // SAFETY: the helper checks the read; a bad address yields an error, not a fault.
+    unsafe { bpf_probe_read_user((g + u64::from(offset)) as *const u64) }.unwrap_or(0)
+}
+
+/// Where this probe's binary keeps the g fields (see [`GoFields`]).
+#[inline(always)]
+fn go_fields(ctx: &ProbeContext) -> GoFields {
+    // SAFETY: helper without preconditions on a probe context.
+    GoFields::from_cookie(unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) })
+}
+
+/// Right after `runtime.newproc1` returned in `runtime.newproc.func1`: every `go` statement
+/// passes here once, with the new g (goid, parent, creation site and function set) in the
+/// result register. The frame-pointer walk from here crosses `systemstack` into the creating
+/// goroutine's stack (systemstack leaves its frame pointer in place), so the stack is the `go`
+/// statement's. A plain uprobe, never a uretprobe: those rewrite return addresses on the
+/// stack, which Go's stack copying and tracebacks do not survive.
+#[uprobe]
+pub fn go_newproc(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let probe = Probe::GOROUTINE_NEW;
+    let fields = go_fields(&ctx);
+    let g = go_register0(&ctx);
+    let stack_id = user_stack(&ctx, probe);
+    emit(
+        probe,
+        GoroutineNewEvent {
+            header: header(EventKind::GoroutineNew, probe, now(), tgid, tid),
+            goid: g_field(g, fields.goid),
+            parent_goid: g_field(g, fields.parent_goid),
+            g,
+            gopc: g_field(g, fields.gopc),
+            startpc: g_field(g, fields.startpc),
+            stack_id,
+            _pad: 0,
+        },
+    );
+    0
+}
+
+/// Entry of `runtime.gdestroy` (`goexit0` before Go 1.22): a goroutine ended; its g (first
+/// argument) still holds its goid.
+#[uprobe]
+pub fn go_gdestroy(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let probe = Probe::GOROUTINE_EXIT;
+    let goid = g_field(go_register0(&ctx), go_fields(&ctx).goid);
+    emit(
+        probe,
+        GoroutineExitEvent {
+            header: header(EventKind::GoroutineExit, probe, now(), tgid, tid),
+            goid,
+        },
+    );
     0
 }
 

@@ -7,7 +7,7 @@ use std::mem::size_of;
 use leaktrace_common as abi;
 
 use crate::{
-    event::{Event, FdPair, Path, Record, Sample, What},
+    event::{Event, FdPair, Goroutine, Path, Record, Sample, What},
     model::{FdKind, StackId},
 };
 
@@ -201,6 +201,30 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 truncated: e.truncated != 0,
             };
             fd_what(&e.fd, Some(path))?
+        }
+        abi::EventKind::GoroutineNew => {
+            let e: abi::GoroutineNewEvent = exact(bytes, "goroutine")?;
+            // Go numbers goroutines from 1; 0 is a g the probe could not read.
+            if e.goid == 0 {
+                return Err(DecodeError::BadField("goid", 0));
+            }
+            What::GoroutineNew {
+                goroutine: Goroutine {
+                    goid: e.goid,
+                    parent_goid: e.parent_goid,
+                    g: e.g,
+                    gopc: e.gopc,
+                    startpc: e.startpc,
+                },
+                stack: stack(e.stack_id),
+            }
+        }
+        abi::EventKind::GoroutineExit => {
+            let e: abi::GoroutineExitEvent = exact(bytes, "goroutine exit")?;
+            if e.goid == 0 {
+                return Err(DecodeError::BadField("goid", 0));
+            }
+            What::GoroutineExit { goid: e.goid }
         }
     };
     Ok(Record::Event(Event {
@@ -475,5 +499,72 @@ mod tests {
             }
             let _ = decode(&buf);
         }
+    }
+
+    #[test]
+    fn goroutine_records_decode_and_an_unread_g_is_an_error() {
+        let new = abi::GoroutineNewEvent {
+            header: header(abi::EventKind::GoroutineNew),
+            goid: 17,
+            parent_goid: 1,
+            g: 0x00c0_0000_71c0,
+            gopc: 0x49_1234,
+            startpc: 0x49_2000,
+            stack_id: 3,
+            _pad: 0,
+        };
+        let event = decode_event(&bytes_of(&new)).unwrap();
+        assert_eq!(
+            event.what,
+            What::GoroutineNew {
+                goroutine: Goroutine {
+                    goid: 17,
+                    parent_goid: 1,
+                    g: 0x00c0_0000_71c0,
+                    gopc: 0x49_1234,
+                    startpc: 0x49_2000,
+                },
+                stack: Some(3),
+            }
+        );
+        let exit = abi::GoroutineExitEvent {
+            header: header(abi::EventKind::GoroutineExit),
+            goid: 17,
+        };
+        assert_eq!(
+            decode_event(&bytes_of(&exit)).unwrap().what,
+            What::GoroutineExit { goid: 17 }
+        );
+        let unread = abi::GoroutineExitEvent { goid: 0, ..exit };
+        assert_eq!(
+            decode(&bytes_of(&unread)),
+            Err(DecodeError::BadField("goid", 0))
+        );
+        let short = &bytes_of(&new)[..size_of::<abi::GoroutineExitEvent>()];
+        assert!(matches!(
+            decode(short),
+            Err(DecodeError::WrongLength {
+                kind: "goroutine",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn go_field_offsets_survive_the_attach_cookie() {
+        let fields = abi::GoFields {
+            goid: 152,
+            parent_goid: 280,
+            gopc: 288,
+            startpc: 304,
+        };
+        assert_eq!(abi::GoFields::from_cookie(fields.cookie()), fields);
+        let high = abi::GoFields {
+            goid: u16::MAX,
+            parent_goid: 1,
+            gopc: u16::MAX,
+            startpc: u16::MAX,
+        };
+        assert_eq!(abi::GoFields::from_cookie(high.cookie()), high);
     }
 }

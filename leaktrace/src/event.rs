@@ -75,6 +75,29 @@ pub enum What {
         first: u32,
         last: u32,
     },
+    /// A Go `go` statement created goroutine `goroutine`.
+    GoroutineNew {
+        goroutine: Goroutine,
+        stack: Option<StackId>,
+    },
+    /// Goroutine `goid` ended.
+    GoroutineExit {
+        goid: u64,
+    },
+}
+
+/// What the creation probe reads from a new goroutine's `runtime.g`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Goroutine {
+    pub goid: u64,
+    /// The goroutine that ran the `go` statement.
+    pub parent_goid: u64,
+    /// Address of its `runtime.g`, where its state can be read while it lives.
+    pub g: u64,
+    /// Return address of the `go` statement's call into the runtime: the creation site.
+    pub gopc: u64,
+    /// Its function.
+    pub startpc: u64,
 }
 
 /// One or two fds created together.

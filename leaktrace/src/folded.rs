@@ -125,6 +125,7 @@ fn root(f: &Finding) -> String {
             Some(w) => format!("waiter:{}", w.kind.as_str()),
             None => "waiter".to_owned(),
         },
+        Resource::Goroutine => "goroutine".to_owned(),
     }
 }
 
@@ -247,10 +248,12 @@ mod tests {
                 exited: false,
                 waiter: None,
                 leak: None,
+                goroutine: None,
             },
             frames: frames.to_vec(),
             origin: None,
             cycle_frames: Vec::new(),
+            go: None,
         }
     }
 

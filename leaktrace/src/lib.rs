@@ -9,7 +9,9 @@
 //! judges them. [`unwind`] completes user stacks of code without frame pointers from DWARF call
 //! frame information. [`metrics`] and
 //! [`serve`] export reports to Prometheus and HTTP clients in daemon mode; [`cgroup`] and [`pods`]
-//! say which container and pod each process runs in. [`runtime`] wires the steps together.
+//! say which container and pod each process runs in. [`goruntime`] reads Go binaries and
+//! [`goprocs`] attaches goroutine probes to them and names what goroutine findings show.
+//! [`runtime`] wires the steps together.
 
 pub mod aggregator;
 pub mod cgroup;
@@ -19,6 +21,7 @@ pub mod event;
 pub mod failure;
 pub mod floor;
 pub mod folded;
+pub mod goprocs;
 pub mod goruntime;
 pub mod kubeapi;
 pub mod loader;

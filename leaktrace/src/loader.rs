@@ -3,13 +3,19 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{trace_point::TracePointLink, TracePoint},
+    programs::{
+        trace_point::TracePointLink,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        TracePoint, UProbe,
+    },
     Ebpf, EbpfLoader,
 };
-use leaktrace_common::{names, Config, Counter, InFlightWait, Probe, SyscallSpec, Target};
+use leaktrace_common::{
+    names, Config, Counter, GoFields, InFlightWait, Probe, SyscallSpec, Target,
+};
 use serde::Serialize;
 
-use crate::{failure::Failure, syscalls::FD_SYSCALLS, tracefs::Tracefs};
+use crate::{failure::Failure, goruntime::ProbePoints, syscalls::FD_SYSCALLS, tracefs::Tracefs};
 
 /// The eBPF object built by build.rs, embedded in the binary.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace"));
@@ -180,6 +186,18 @@ fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|e| kernel(format!("map {name}: {e}")))
 }
 
+/// The goroutine probes' programs: (program, probe slot name).
+const GO_PROBES: [(&str, &str); 2] = [("go_newproc", "go:newproc"), ("go_gdestroy", "go:gdestroy")];
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe, Failure> {
+    let prog: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or_else(|| kernel(format!("eBPF object has no program {program}")))?
+        .try_into()
+        .map_err(|e| kernel(format!("program {program}: {e}")))?;
+    Ok(prog)
+}
+
 fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoint, Failure> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
@@ -241,6 +259,14 @@ impl Probes {
                 .load()
                 .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;
         }
+        // Loaded now, attached per Go binary as they are found ([`Probes::attach_go`]).
+        if !opts.floor {
+            for (program, _) in GO_PROBES {
+                uprobe(&mut ebpf, program)?
+                    .load()
+                    .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;
+            }
+        }
         let already_skipped =
             |skipped: &[Skipped], name: &str| skipped.iter().any(|s| s.name == name);
         for (program, (cat, name)) in [
@@ -278,6 +304,8 @@ impl Probes {
             "futex".to_owned(),
             "futex_waitv".to_owned(),
         ];
+        slot_names.extend(GO_PROBES.map(|(_, name)| name.to_owned()));
+        debug_assert_eq!(slot_names.len(), usize::from(Probe::FIRST_SYSCALL));
         for (index, syscall) in FD_SYSCALLS.iter().enumerate() {
             let probe = Probe::syscall(index as u16);
             slot_names.push(syscall.name.to_owned());
@@ -338,6 +366,49 @@ impl Probes {
         self.targets
             .insert(pid, Target::Root as u8, 0)
             .map_err(|e| anyhow::anyhow!("cannot trace pid {pid}: target map: {e}"))
+    }
+
+    /// Attaches the goroutine probes to the Go binary at `path` (`shown` in messages), for
+    /// every process that runs it: the programs filter on traced processes themselves. `fields`
+    /// travel in the attach cookie. On failure nothing stays attached.
+    pub fn attach_go(
+        &mut self,
+        path: &std::path::Path,
+        shown: &str,
+        points: &ProbePoints,
+        fields: GoFields,
+    ) -> Result<(), String> {
+        let mut attached = Vec::new();
+        for ((program, _), offset) in GO_PROBES.into_iter().zip([points.create, points.exit]) {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(offset),
+                cookie: Some(fields.cookie()),
+            };
+            let result = uprobe(&mut self.ebpf, program)
+                .map_err(|e| e.to_string())
+                .and_then(|prog| {
+                    prog.attach(point, path, UProbeScope::AllProcesses)
+                        .map_err(|e| {
+                            let e = anyhow::Error::from(e);
+                            format!("uprobe {program} at {offset:#x} of {shown}: {e:#}")
+                        })
+                });
+            match result {
+                Ok(link) => attached.push((program, link)),
+                Err(e) => {
+                    for (program, link) in attached {
+                        if let Ok(prog) = uprobe(&mut self.ebpf, program) {
+                            let _ = prog.detach(link);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (program, _) in attached {
+            self.attached.push(format!("{program}:{shown}"));
+        }
+        Ok(())
     }
 
     /// The ring buffer, handed to the reader once.

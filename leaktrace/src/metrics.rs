@@ -108,15 +108,20 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
         "blocked_waiters",
         "Threads blocked in a futex wait longer than --min-wait at the last scan",
     );
+    let goroutines = family::<Where>(
+        &mut registry,
+        "goroutines",
+        "Live goroutines of Go processes, those created while traced",
+    );
     let findings = family::<VerdictLabels>(
         &mut registry,
         "findings",
-        "Findings (groups of threads, fds or waiters by creating stack) by verdict",
+        "Findings (groups of threads, fds, waiters or goroutines by creating stack) by verdict",
     );
     let outstanding = family::<VerdictLabels>(
         &mut registry,
         "outstanding",
-        "Threads, fds or waiters outstanding in findings, by verdict",
+        "Threads, fds, waiters or goroutines outstanding in findings, by verdict",
     );
     let place = |pid: u32| Where::of(report.placements.get(&pid));
     for p in report.processes.iter().filter(|p| !p.exited) {
@@ -124,6 +129,7 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
         add(&processes.get_or_create(&at), 1);
         add(&threads.get_or_create(&at), p.threads);
         add(&waiters.get_or_create(&at), p.blocked_waiters);
+        add(&goroutines.get_or_create(&at), p.goroutines);
         for (kind, &n) in &p.fds {
             let labels = FdLabels {
                 namespace: at.namespace.clone(),
@@ -192,7 +198,7 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
         ),
         (
             "dropped_objects",
-            "Threads and fds not tracked because a bound was hit",
+            "Threads, fds and goroutines not tracked because a bound was hit",
             h.dropped_objects,
         ),
         (
@@ -214,6 +220,16 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
             "unwinder_evictions",
             "Processes and binaries dropped from the unwinder's caches to stay within bounds",
             h.unwind.processes_evicted + h.unwind.binaries_evicted,
+        ),
+        (
+            "untracked_goroutine_exits",
+            "Ends of goroutines that started before tracing began",
+            h.untracked_goroutine_exits,
+        ),
+        (
+            "goroutine_states_unread",
+            "Goroutine states a report could not read (ended since, or the process gone)",
+            h.go.states_unread,
         ),
     ];
     for (name, help, value) in totals {
@@ -336,6 +352,7 @@ mod tests {
             exited: false,
             incomplete: false,
             blocked_waiters: 1,
+            goroutines: 3,
         }
     }
 
@@ -394,6 +411,7 @@ mod tests {
         assert_eq!(value(&text, "leaktrace_threads", &host), Some(7.0));
         assert_eq!(value(&text, "leaktrace_processes", &host), Some(2.0));
         assert_eq!(value(&text, "leaktrace_blocked_waiters", &host), Some(2.0));
+        assert_eq!(value(&text, "leaktrace_goroutines", &host), Some(6.0));
         assert_eq!(value(&text, "leaktrace_events_total", &[]), Some(99.0));
         assert_eq!(value(&text, "leaktrace_probes_attached", &[]), Some(5.0));
         assert_eq!(value(&text, "leaktrace_report_seq", &[]), Some(3.0));

@@ -24,6 +24,8 @@ pub enum Resource {
     Fd,
     /// A thread blocked in a futex wait.
     Waiter,
+    /// A Go goroutine.
+    Goroutine,
 }
 
 impl Resource {
@@ -33,6 +35,7 @@ impl Resource {
             Self::Thread => "thread",
             Self::Fd => "fd",
             Self::Waiter => "waiter",
+            Self::Goroutine => "goroutine",
         }
     }
 }
@@ -156,8 +159,31 @@ pub struct Finding {
     pub exited: bool,
     /// Set for blocked waiters.
     pub waiter: Option<WaiterDetail>,
-    /// Set for threads and fds: the verdict on their trend.
+    /// Set for threads, fds and goroutines: the verdict on their trend.
     pub leak: Option<LeakDetail>,
+    /// Set for goroutines.
+    pub goroutine: Option<GoroutineDetail>,
+}
+
+/// What a goroutine finding adds: where the goroutines came from, and which of them to read
+/// the state of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GoroutineDetail {
+    /// The `go` statement (a return address in the process; see `runtime.g.gopc`).
+    pub gopc: u64,
+    /// The goroutines' function.
+    pub startpc: u64,
+    /// Creation stacks of the goroutines that started these, nearest first: when the standard
+    /// library started them, the user code that asked for it is in one of these.
+    pub lineage: Vec<StackRef>,
+    /// (goid, address of its `runtime.g`) of the outstanding goroutines, oldest first, at most
+    /// [`GoroutineDetail::MAX_SCANNED`]: whose states the report reads.
+    pub live: Vec<(u64, u64)>,
+}
+
+impl GoroutineDetail {
+    /// Goroutines per finding whose state a report reads: bounds the memory reads per report.
+    pub const MAX_SCANNED: usize = 256;
 }
 
 /// Where a group of outstanding threads or fds is heading.
@@ -198,6 +224,8 @@ pub struct ProcessSummary {
     pub incomplete: bool,
     /// Threads blocked in futex waits at the last scan (the waiter scan fills this in).
     pub blocked_waiters: u64,
+    /// Live goroutines created while traced (Go processes; those from before are unseen).
+    pub goroutines: u64,
 }
 
 /// How a stack was obtained.
@@ -306,4 +334,40 @@ pub struct WaiterDetail {
     pub verdict: Verdict,
     /// For a deadlock: the cycle, starting at one of this group's waiters.
     pub cycle: Vec<CycleLink>,
+}
+
+/// A place in Go code, named from the binary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GoPlace {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// How many of a finding's goroutines were in one state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WaitCount {
+    /// The Go runtime's wait reason ("chan send", "select", …) or, for a goroutine not waiting,
+    /// its status ("runnable", "running", "syscall").
+    pub reason: String,
+    pub count: u64,
+}
+
+/// A goroutine finding as the report shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GoroutineReport {
+    /// The binary's Go version.
+    pub go: String,
+    /// The `go` statement.
+    pub created_at: Option<GoPlace>,
+    /// The goroutines' function.
+    pub start: Option<GoPlace>,
+    /// For goroutines the standard library started: the nearest user code among the creation
+    /// stacks of their ancestors (the line to fix).
+    pub caused_by: Option<GoPlace>,
+    /// States of the outstanding goroutines read at this report, most common first.
+    pub waits: Vec<WaitCount>,
+    /// Outstanding goroutines whose state was not read (past the per-finding bound, ended
+    /// since, or the process has exited).
+    pub unread: u64,
 }

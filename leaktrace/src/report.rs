@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use crate::{
     cgroup::Placement,
+    goprocs::GoStats,
     kubeapi::ApiStatus,
     loader::{ProbeCounters, ProgramStats, Skipped},
     model::{
-        FdKind, Finding, Frame, LeakDetail, Origin, OwnerSource, ProcessSummary, Resource, Trend,
-        Verdict, WaiterDetail,
+        FdKind, Finding, Frame, GoPlace, GoroutineReport, LeakDetail, Origin, OwnerSource,
+        ProcessSummary, Resource, Trend, Verdict, WaiterDetail,
     },
     pods::Placed,
     stacks::StackStats,
@@ -58,6 +59,10 @@ pub struct Health {
     pub stacks: StackStats,
     /// The unwinder's caches of processes and binaries.
     pub unwind: UnwindStats,
+    /// Ends of goroutines that started before tracing (or whose start was lost).
+    pub untracked_goroutine_exits: u64,
+    /// Go processes and binaries probed, goroutine states read.
+    pub go: GoStats,
 }
 
 /// A finding with its symbolized stack.
@@ -69,6 +74,8 @@ pub struct Located {
     pub origin: Option<Origin>,
     /// For a deadlock: the frames of each link of the cycle, in order.
     pub cycle_frames: Vec<Vec<Frame>>,
+    /// For goroutines: where they came from and what they wait for.
+    pub go: Option<GoroutineReport>,
 }
 
 /// One report: everything printed at an interval or at the end.
@@ -150,6 +157,7 @@ enum Line<'a> {
         exited: bool,
         incomplete: bool,
         blocked_waiters: u64,
+        goroutines: u64,
         growth: Option<&'a Growth>,
         placement: Option<&'a Placed>,
     },
@@ -174,6 +182,8 @@ enum Line<'a> {
         waiter: Option<WaiterJson<'a>>,
         #[serde(flatten)]
         leak: Option<LeakJson>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        goroutine: Option<&'a GoroutineReport>,
     },
 }
 
@@ -287,6 +297,7 @@ pub fn write_json(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             exited: p.exited,
             incomplete: p.incomplete,
             blocked_waiters: p.blocked_waiters,
+            goroutines: p.goroutines,
             growth: r.growth.get(&p.pid),
             placement: r.placements.get(&p.pid),
         })?;
@@ -304,6 +315,7 @@ fn finding_line<'a>(r: &'a Report, located: &'a Located) -> Line<'a> {
         frames,
         origin,
         cycle_frames,
+        go,
     } = located;
     Line::Finding {
         seq: r.seq,
@@ -324,6 +336,7 @@ fn finding_line<'a>(r: &'a Report, located: &'a Located) -> Line<'a> {
         placement: r.placements.get(&f.pid),
         waiter: f.waiter.as_ref().map(|w| waiter_json(w, cycle_frames)),
         leak: f.leak.as_ref().map(LeakJson::from),
+        goroutine: go.as_ref(),
     }
 }
 
@@ -352,7 +365,38 @@ fn is_main(frame: &Frame) -> bool {
     frame
         .symbol
         .as_deref()
-        .is_some_and(|s| s == "main" || s.ends_with("::main"))
+        .is_some_and(|s| s == "main" || s.ends_with("::main") || s == "main.main")
+}
+
+fn go_place(place: &GoPlace) -> String {
+    match (&place.file, place.line) {
+        (Some(file), Some(line)) => format!("{} ({file}:{line})", place.function),
+        _ => place.function.clone(),
+    }
+}
+
+/// A goroutine finding's lines: the `go` statement, the user code behind it, their states.
+fn write_goroutines(out: &mut impl Write, go: &GoroutineReport) -> std::io::Result<()> {
+    let place = |p: &Option<GoPlace>| p.as_ref().map_or_else(|| "?".to_owned(), go_place);
+    writeln!(
+        out,
+        "      go statement in {}, running {} [{}]",
+        place(&go.created_at),
+        go.start.as_ref().map_or("?", |s| s.function.as_str()),
+        go.go
+    )?;
+    if let Some(cause) = &go.caused_by {
+        writeln!(out, "      started for {}", go_place(cause))?;
+    }
+    let mut states: Vec<String> = go
+        .waits
+        .iter()
+        .map(|w| format!("{} {}", w.reason, w.count))
+        .collect();
+    if go.unread > 0 {
+        states.push(format!("not read {}", go.unread));
+    }
+    writeln!(out, "      states: {}", states.join(", "))
 }
 
 fn describe(f: &Finding) -> String {
@@ -383,6 +427,7 @@ fn describe(f: &Finding) -> String {
         (Resource::Fd, Some(kind)) => format!("{} fds", kind.as_str()),
         (Resource::Fd | Resource::Waiter, None) => "fds".to_owned(),
         (Resource::Waiter, Some(_)) => "waiters".to_owned(),
+        (Resource::Goroutine, _) => "goroutines".to_owned(),
     };
     let state = if f.exited { " at exit" } else { "" };
     let (verdict, ages) = match &f.leak {
@@ -547,10 +592,14 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
             frames,
             origin,
             cycle_frames,
+            go,
         },
     ) in r.findings.iter().enumerate()
     {
         writeln!(out, "  #{} {}", i + 1, describe(finding))?;
+        if let Some(go) = go {
+            write_goroutines(out, go)?;
+        }
         let cycle = finding.waiter.iter().flat_map(|w| &w.cycle);
         for (link, frames) in cycle.zip(cycle_frames) {
             let how = match link.owner_source {
@@ -639,6 +688,7 @@ pub(crate) mod tests {
                     sample_path: None,
                     exited: false,
                     waiter: None,
+                    goroutine: None,
                     leak: Some(LeakDetail {
                         trend: Trend::Leak,
                         destroyed: 1,
@@ -659,6 +709,7 @@ pub(crate) mod tests {
                     truncated: false,
                 }),
                 cycle_frames: Vec::new(),
+                go: None,
             }],
             processes: vec![ProcessSummary {
                 pid: 42,
@@ -672,6 +723,7 @@ pub(crate) mod tests {
                 exited: false,
                 incomplete: false,
                 blocked_waiters: 0,
+                goroutines: 0,
             }],
             growth: BTreeMap::new(),
             placements: [(

@@ -18,13 +18,14 @@ use crate::{
     aggregator::{Aggregator, Limits},
     cli::{self, Cli, Format, EXIT_COMMAND_FAILED, EXIT_FOUND},
     decoder::{self, DecodeError},
-    event::Record,
+    event::{Record, What},
     failure::Failure,
     folded,
+    goprocs::GoProcesses,
     kubeapi::{self, ApiStatus},
     loader::{self, LoadOptions, Probes},
     metrics,
-    model::{Finding, Origin, ProcessSummary, Snapshot, StackRef},
+    model::{Finding, Frame, Origin, ProcessSummary, Snapshot, StackRef},
     pods::{NodeLogs, Pods},
     preflight, procfs,
     reader::Reader,
@@ -70,6 +71,7 @@ struct Session {
     wait_scanner: WaitScanner,
     symbolizer: Symbolizer,
     stacks: Stacks,
+    go: GoProcesses,
     pods: Pods,
     events: u64,
     decode_errors: u64,
@@ -86,6 +88,7 @@ impl Session {
             self.aggregator.seed(&snap);
             self.wait_scanner.seed(pid, &snap.tids, snap.started_ns);
         }
+        self.go.observe(pid, &mut self.probes);
     }
 
     fn apply(&mut self, batch: &mut Vec<Result<Record, DecodeError>>) {
@@ -94,6 +97,17 @@ impl Session {
                 Ok(Record::Event(mut event)) => {
                     self.events += 1;
                     self.stacks.resolve(&mut event, |id| self.probes.stack(id));
+                    match &event.what {
+                        // At once, not when the batch settles: the new image's first goroutines
+                        // may be in this same batch.
+                        What::Exec => self.go.observe(event.pid, &mut self.probes),
+                        What::GoroutineNew { goroutine, .. }
+                            if self.go.is_runtime_own(event.pid, goroutine.gopc) =>
+                        {
+                            continue;
+                        }
+                        _ => {}
+                    }
                     self.aggregator.apply(&event);
                 }
                 Ok(Record::Sample(sample)) => self.stacks.sample(sample),
@@ -181,8 +195,22 @@ impl Session {
             .flat_map(|w| &w.cycle)
             .map(|link| frames_of(link.stack))
             .collect();
+        let mut lineage: Vec<Vec<Frame>> = finding
+            .goroutine
+            .iter()
+            .flat_map(|g| &g.lineage)
+            .map(|&stack| frames_of(Some(stack)))
+            .collect();
+        let mut frames = frames_of(finding.stack);
+        for stack in std::iter::once(&mut frames).chain(&mut lineage) {
+            self.go.name_frames(finding.pid, stack);
+        }
+        if finding.goroutine.is_some() {
+            GoProcesses::trim_creation(&mut frames);
+        }
         Located {
-            frames: frames_of(finding.stack),
+            go: self.go.describe(&finding, &frames, &lineage),
+            frames,
             origin: finding.stack.and_then(|s| self.symbolizer.origin(s)),
             cycle_frames,
             finding,
@@ -218,6 +246,8 @@ impl Session {
             programs: self.probes.program_stats(),
             stacks: self.stacks.stats(),
             unwind: self.stacks.unwind_stats(),
+            untracked_goroutine_exits: agg.untracked_goroutine_exits,
+            go: self.go.stats(),
         }
     }
 }
@@ -460,6 +490,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         wait_scanner: WaitScanner::default(),
         symbolizer: Symbolizer::new(),
         stacks: Stacks::default(),
+        go: GoProcesses::default(),
         pods: Pods::new(
             NodeLogs::default(),
             kube.as_ref().map(|k| Arc::clone(&k.directory)),
@@ -473,6 +504,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut spawned = None;
     if !cli.command.is_empty() {
         let mut child = target::spawn(&cli.command).context("cannot start the command")?;
+        if let Some(program) = target::program_path(&cli.command[0]) {
+            session.go.prepare(&program, &mut session.probes);
+        }
         session.probes.add_target(child.pid)?;
         session.seed(child.pid);
         child.release().context("cannot start the command")?;

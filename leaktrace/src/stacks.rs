@@ -72,7 +72,8 @@ impl Stacks {
         let stack = match &mut event.what {
             What::TaskNew { stack, .. }
             | What::FdOpen { stack, .. }
-            | What::FdDup { stack, .. } => stack,
+            | What::FdDup { stack, .. }
+            | What::GoroutineNew { stack, .. } => stack,
             What::ThreadExit { group_dead } => {
                 self.samples.remove(&event.tid);
                 // Kernels without `group_dead` end a process when its main thread exits.
@@ -85,7 +86,7 @@ impl Stacks {
                 self.unwinder.forget(event.pid);
                 return;
             }
-            What::FdClose { .. } | What::FdCloseRange { .. } => return,
+            What::FdClose { .. } | What::FdCloseRange { .. } | What::GoroutineExit { .. } => return,
         };
         self.pair(event.pid, event.tid, event.ts_ns, stack, kernel);
         if stack.is_none() {

@@ -65,6 +65,9 @@ pub const FD_SYSCALLS: &[FdSyscall] = &[
     sc("fsopen", S::RetFd, K::Other, 0),
     sc("fsmount", S::RetFd, K::Other, 0),
     sc("fspick", S::RetFd, K::Other, 0),
+    // Go's os/exec: clone(CLONE_PIDFD) on every command it starts.
+    sc("clone", S::ClonePidfd, K::PidFd, 2),
+    sc("clone3", S::Clone3Pidfd, K::PidFd, 0),
     sc("close", S::Close, K::Other, 0),
     sc("close_range", S::CloseRange, K::Other, 2),
 ];
@@ -117,6 +120,8 @@ fn number(name: &str) -> Option<libc::c_long> {
         "fsopen" => SYS_fsopen,
         "fsmount" => SYS_fsmount,
         "fspick" => SYS_fspick,
+        "clone" => SYS_clone,
+        "clone3" => SYS_clone3,
         "close" => SYS_close,
         "close_range" => SYS_close_range,
         #[cfg(target_arch = "x86_64")]

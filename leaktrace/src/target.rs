@@ -35,6 +35,24 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// The executable the gate will exec for `program`, looked up in `PATH` as `execvp` does:
+/// what the goroutine probes attach to before the command runs.
+pub fn program_path(program: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    let program = std::path::Path::new(program);
+    if program.components().count() > 1 {
+        return Some(program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt as _;
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 pub fn spawn(argv: &[OsString]) -> io::Result<Spawned> {
     if argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));

@@ -76,6 +76,7 @@ mod tests {
             rate_per_s: 0.0,
             sample_path: None,
             exited: false,
+            goroutine: None,
             waiter: waiter.map(|verdict| WaiterDetail {
                 kind: WaitKind::Futex,
                 futex_address: 0,

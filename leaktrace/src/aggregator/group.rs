@@ -23,6 +23,14 @@ pub(super) struct GroupKey {
 }
 
 impl GroupKey {
+    pub fn goroutine(stack: Option<StackRef>) -> Self {
+        Self {
+            resource: Resource::Goroutine,
+            kind: None,
+            stack,
+        }
+    }
+
     pub fn thread(stack: Option<StackRef>) -> Self {
         Self {
             resource: Resource::Thread,

@@ -1,7 +1,7 @@
 //! The aggregator: a pure state machine from events and /proc snapshots to findings.
 //!
-//! Per traced process it keeps every live thread and fd with the user stack that created it,
-//! counted in groups (process, resource, fd kind, stack). No I/O and no clock of its own: time
+//! Per traced process it keeps every live thread, fd and goroutine with the user stack that
+//! created it, counted in groups (process, resource, fd kind, stack). No I/O and no clock of its own: time
 //! comes from the events, the snapshots and the caller. Everything it holds is bounded by
 //! [`Limits`]; what a bound turns away is counted in [`AggregatorCounters`].
 //!
@@ -92,6 +92,8 @@ pub struct AggregatorCounters {
     pub evicted_processes: u64,
     /// Processes events mentioned that were never seeded nor forked from a traced process.
     pub unseen_processes: u64,
+    /// Ends of goroutines we did not see start: those from before tracing began.
+    pub untracked_goroutine_exits: u64,
 }
 
 /// What processes hand back to the aggregator's caller.
@@ -180,7 +182,8 @@ impl Live {
     }
 }
 
-/// Live threads and fds of every traced process, by creating stack; see the module docs.
+/// Live threads, fds and goroutines of every traced process, by creating stack; see the module
+/// docs.
 pub struct Aggregator {
     limits: Limits,
     live: Live,
@@ -250,6 +253,18 @@ impl Aggregator {
             What::FdCloseRange { first, last } => {
                 let process = self.live.for_event(ev, limits, out);
                 process.close_range(first, last, ev.ts_ns);
+            }
+            What::GoroutineNew {
+                ref goroutine,
+                stack,
+            } => {
+                let process = self.live.for_event(ev, limits, out);
+                let stack = process.stack_ref(stack, out);
+                process.add_goroutine(goroutine, stack, ev.ts_ns, out);
+            }
+            What::GoroutineExit { goid } => {
+                let process = self.live.for_event(ev, limits, out);
+                process.goroutine_exit(goid, ev.ts_ns, out);
             }
         }
     }

@@ -11,8 +11,11 @@ use super::{
     Limits, Outbox,
 };
 use crate::{
-    event::{FdPair, Path},
-    model::{FdKind, Finding, LeakDetail, ProcessSummary, Snapshot, StackId, StackRef, Trend},
+    event::{FdPair, Goroutine, Path},
+    model::{
+        FdKind, Finding, GoroutineDetail, LeakDetail, ProcessSummary, Resource, Snapshot, StackId,
+        StackRef, Trend,
+    },
 };
 
 /// Tombstones one generation holds before it is rotated out early.
@@ -21,6 +24,10 @@ const MAX_TOMBSTONES: usize = 65_536;
 const MAX_RANGE_TOMBSTONES: usize = 64;
 /// Recent thread exits a process remembers (see [`RecentExit`]).
 const MAX_RECENT_EXITS: usize = 4096;
+/// Ancestors' creation stacks a goroutine site keeps (see [`GoSite::lineage`]): the standard
+/// library's own goroutines are at most a few generations from the user code (net/http's
+/// connection loops: two).
+const MAX_LINEAGE: usize = 4;
 
 /// A monotonic ns time in two u32 halves: 4-byte aligned, so a thread or fd entry with its
 /// 4-byte key packs into 20 or 28 bytes, where a u64's alignment pads them to 24 and 32.
@@ -84,6 +91,27 @@ impl Fd {
     }
 }
 
+/// A live goroutine, by goid in [`Process::goroutines`].
+#[derive(Debug)]
+pub(super) struct LiveGoroutine {
+    created: Ns,
+    pub group: Slot,
+    /// Where its `runtime.g` is, for reading its state.
+    pub g: u64,
+}
+
+/// Where the goroutines of one creation stack come from: the same for every goroutine of the
+/// stack (a stack ends in its `go` statement), so kept once per stack, not per goroutine.
+#[derive(Debug)]
+pub(super) struct GoSite {
+    gopc: u64,
+    startpc: u64,
+    /// The creation stack of the goroutine that ran the `go` statement, then its creator's, …
+    /// (as first seen for this stack): a goroutine the standard library starts has no user frame
+    /// of its own, but an ancestor has.
+    lineage: Box<[StackRef]>,
+}
+
 /// A thread's ordinary exit, kept for the aggregator's exit_group window: if the process dies
 /// within it, the exit was part of that death and the thread is held at exit after all.
 #[derive(Debug)]
@@ -127,6 +155,10 @@ pub(super) struct Process {
     pub exec_ns: Option<u64>,
     pub threads: HashMap<u32, Thread>,
     pub fds: HashMap<i32, Fd>,
+    /// Live goroutines created while traced, by goid.
+    pub goroutines: HashMap<u64, LiveGoroutine>,
+    /// By creation stack (None: no stack), for the current image; bounded like `stacks`.
+    go_sites: HashMap<Option<StackRef>, GoSite>,
     /// The paths `fds` hold: every fd removed releases its path.
     paths: Paths,
     pub groups: Groups,
@@ -164,6 +196,8 @@ impl Process {
             exec_ns: None,
             threads: HashMap::new(),
             fds: HashMap::new(),
+            goroutines: HashMap::new(),
+            go_sites: HashMap::new(),
             paths: Paths::default(),
             groups: Groups::new(rate_window_ns),
             stacks: HashSet::new(),
@@ -175,7 +209,7 @@ impl Process {
     }
 
     fn is_full(&self) -> bool {
-        self.threads.len() + self.fds.len() >= self.max_objects
+        self.threads.len() + self.fds.len() + self.goroutines.len() >= self.max_objects
     }
 
     fn drop_object(&mut self, out: &mut Outbox) {
@@ -270,6 +304,68 @@ impl Process {
             });
         }
         self.thread_exits.record(tid, ts_ns);
+    }
+
+    /// A `go` statement created `goroutine` from `stack`.
+    pub fn add_goroutine(
+        &mut self,
+        goroutine: &Goroutine,
+        stack: Option<StackRef>,
+        ts_ns: u64,
+        out: &mut Outbox,
+    ) {
+        if !self.go_sites.contains_key(&stack) {
+            let parent = self
+                .goroutines
+                .get(&goroutine.parent_goid)
+                .and_then(|parent| self.groups.key(parent.group));
+            let lineage = parent
+                .map(|key| {
+                    let inherited = self.go_sites.get(&key.stack).map(|site| &site.lineage[..]);
+                    key.stack
+                        .into_iter()
+                        .chain(inherited.unwrap_or_default().iter().copied())
+                        .take(MAX_LINEAGE)
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.go_sites.insert(
+                stack,
+                GoSite {
+                    gopc: goroutine.gopc,
+                    startpc: goroutine.startpc,
+                    lineage,
+                },
+            );
+        }
+        let live = |groups: &mut Groups| LiveGoroutine {
+            created: Ns::new(ts_ns),
+            group: groups.enter(GroupKey::goroutine(stack), ts_ns),
+            g: goroutine.g,
+        };
+        if let Some(old) = self.goroutines.get(&goroutine.goid) {
+            // Goids are never reused in a process: its exit was missed.
+            out.counters.resync_mismatches += 1;
+            let (group, created_ns) = (old.group, old.created.get());
+            self.groups.destroy(Some(group), created_ns, ts_ns);
+            let fresh = live(&mut self.groups);
+            self.goroutines.insert(goroutine.goid, fresh);
+        } else if self.is_full() {
+            self.drop_object(out);
+        } else {
+            let fresh = live(&mut self.groups);
+            self.goroutines.insert(goroutine.goid, fresh);
+        }
+    }
+
+    /// Goroutine `goid` ended. One created before tracing began was never tracked.
+    pub fn goroutine_exit(&mut self, goid: u64, ts_ns: u64, out: &mut Outbox) {
+        match self.goroutines.remove(&goid) {
+            Some(gone) => self
+                .groups
+                .destroy(Some(gone.group), gone.created.get(), ts_ns),
+            None => out.counters.untracked_goroutine_exits += 1,
+        }
     }
 
     /// Whether an exit of `tid` that does not say `group_dead` is the last thread's.
@@ -423,6 +519,12 @@ impl Process {
                 self.add_preexisting_thread(self.pid, ts_ns, out);
             }
         }
+        // The old image's goroutines went with it.
+        for (_, gone) in self.goroutines.drain() {
+            self.groups
+                .destroy(Some(gone.group), gone.created.get(), ts_ns);
+        }
+        self.go_sites.clear();
         // Threads gone before the exec were not the new image's: not held if it dies soon after.
         self.recent_exits.clear();
         self.exec_gen = self.exec_gen.saturating_add(1);
@@ -585,6 +687,14 @@ impl Process {
         #[cfg(test)]
         self.check_paths();
         self.groups.tick(now_ns, limits);
+        // A site outlives its goroutines only until their group is dropped.
+        let held: HashSet<Option<StackRef>> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| group.key.resource == Resource::Goroutine)
+            .map(|(_, group)| group.key.stack)
+            .collect();
+        self.go_sites.retain(|stack, _| held.contains(stack));
         self.thread_exits.rotate();
         self.fd_closes.rotate();
     }
@@ -680,11 +790,17 @@ impl Process {
         // objects are one run, oldest first.
         let counted = self.threads.values().map(|t| (t.group, t.created_ns()));
         let counted = counted.chain(self.fds.values().map(|fd| (fd.group, fd.created_ns())));
+        let counted = counted.chain(
+            self.goroutines
+                .values()
+                .map(|g| (Some(g.group), g.created.get())),
+        );
         let mut objects: Vec<(Slot, u64)> = counted
             .filter_map(|(group, created_ns)| Some((group?, created_ns)))
             .collect();
         objects.sort_unstable();
         let created: Vec<u64> = objects.iter().map(|&(_, created_ns)| created_ns).collect();
+        let mut goroutines = self.goroutine_samples();
         // The oldest fd with a path per group (by creation, then number, so reports do not flip
         // between equals).
         let mut paths: Vec<Option<((u64, i32), PathId)>> = vec![None; self.groups.slot_count()];
@@ -719,6 +835,14 @@ impl Process {
                 exited,
                 waiter: None,
                 leak: Some(leak),
+                goroutine: self.go_sites.get(&group.key.stack).and_then(|site| {
+                    (group.key.resource == Resource::Goroutine).then(|| GoroutineDetail {
+                        gopc: site.gopc,
+                        startpc: site.startpc,
+                        lineage: site.lineage.to_vec(),
+                        live: Vec::new(),
+                    })
+                }),
             };
             let Some(&oldest_ns) = held.first() else {
                 // Drained: reported as released for a rate window, as old as it got.
@@ -752,11 +876,31 @@ impl Process {
             let sample_path = path
                 .and_then(|(_, id)| self.paths.get(id))
                 .map(|path| path.display());
-            emit(
-                finding(group.outstanding, oldest_age_ns, sample_path, leak),
-                None,
-            );
+            let mut finding = finding(group.outstanding, oldest_age_ns, sample_path, leak);
+            if let Some(detail) = &mut finding.goroutine {
+                detail.live = goroutines.remove(&slot).unwrap_or_default();
+            }
+            emit(finding, None);
         }
+    }
+
+    /// Per goroutine group, its oldest outstanding goroutines (goid, g), at most
+    /// [`GoroutineDetail::MAX_SCANNED`]: the ones a report reads the state of.
+    fn goroutine_samples(&self) -> HashMap<Slot, Vec<(u64, u64)>> {
+        let mut live: Vec<(Slot, u64, u64, u64)> = self
+            .goroutines
+            .iter()
+            .map(|(&goid, g)| (g.group, g.created.get(), goid, g.g))
+            .collect();
+        live.sort_unstable();
+        let mut samples: HashMap<Slot, Vec<(u64, u64)>> = HashMap::new();
+        for (slot, _, goid, g) in live {
+            let sample = samples.entry(slot).or_default();
+            if sample.len() < GoroutineDetail::MAX_SCANNED {
+                sample.push((goid, g));
+            }
+        }
+        samples
     }
 
     pub fn summary(&self, exited: bool) -> ProcessSummary {
@@ -774,6 +918,7 @@ impl Process {
             preexisting_threads: preexisting_threads as u64,
             preexisting_fds: preexisting_fds as u64,
             blocked_waiters: 0,
+            goroutines: self.goroutines.len() as u64,
             exited,
             incomplete: self.incomplete,
         }

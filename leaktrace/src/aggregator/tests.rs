@@ -7,7 +7,7 @@ use super::{
     Aggregator, AggregatorCounters, Limits,
 };
 use crate::{
-    event::{Event, FdPair, Path, What},
+    event::{Event, FdPair, Goroutine, Path, What},
     model::{FdKind, Finding, LeakDetail, Resource, Snapshot, StackRef, Trend},
 };
 
@@ -170,10 +170,15 @@ fn open_many(agg: &mut Aggregator, ts_ns: u64, fd: &mut i32, count: usize, stack
 fn check(agg: &Aggregator) {
     for (pid, p) in &agg.live.processes {
         assert_eq!(*pid, p.pid);
-        assert!(p.threads.len() + p.fds.len() <= agg.limits.max_objects_per_process);
+        let objects = p.threads.len() + p.fds.len() + p.goroutines.len();
+        assert!(objects <= agg.limits.max_objects_per_process);
         let mut counted: HashMap<u32, u64> = HashMap::new();
         let slots = p.threads.values().map(|t| t.group);
-        for slot in slots.chain(p.fds.values().map(|fd| fd.group)).flatten() {
+        let slots = slots.chain(p.fds.values().map(|fd| fd.group));
+        for slot in slots
+            .chain(p.goroutines.values().map(|g| Some(g.group)))
+            .flatten()
+        {
             *counted.entry(slot).or_default() += 1;
         }
         for (slot, group) in p.groups.iter() {
@@ -2155,4 +2160,139 @@ fn an_exited_process_keeps_its_verdicts_as_they_were_at_exit() {
     let f = agg.findings(1000 * SEC, SEC);
     let trends: Vec<Trend> = f.iter().map(trend).collect();
     assert_eq!(trends, [Trend::Leak, Trend::Stable]);
+}
+
+// ---- goroutines ----
+
+/// Goroutine `goid` created by goroutine `parent` at `ts_ns`, from stack `stack_id`; its g
+/// lives at `0xc000 << 16 | goid` and the `go` statement is at `0x4000 + stack_id`.
+fn go(ts_ns: u64, goid: u64, parent: u64, stack_id: Option<u32>) -> Event {
+    let goroutine = Goroutine {
+        goid,
+        parent_goid: parent,
+        g: 0xc000 << 16 | goid,
+        gopc: 0x4000 + u64::from(stack_id.unwrap_or(0)),
+        startpc: 0x5000,
+    };
+    ev(
+        ts_ns,
+        P,
+        P,
+        What::GoroutineNew {
+            goroutine,
+            stack: stack_id,
+        },
+    )
+}
+
+fn go_exit(ts_ns: u64, goid: u64) -> Event {
+    ev(ts_ns, P, P, What::GoroutineExit { goid })
+}
+
+fn goroutine_findings(agg: &Aggregator, now_ns: u64) -> Vec<Finding> {
+    agg.findings(now_ns, 0)
+        .into_iter()
+        .filter(|f| f.resource == Resource::Goroutine)
+        .collect()
+}
+
+#[test]
+fn goroutines_that_never_end_are_a_leak_of_their_creation_stack() {
+    let mut agg = seeded(Limits::default());
+    let mut goid = 10;
+    for second in 1..=5 {
+        // Each interval: two leak from stack 1, three come and go from stack 2.
+        let mut events = Vec::new();
+        for _ in 0..2 {
+            goid += 1;
+            events.push(go(second * SEC - 500 * MS, goid, 1, Some(1)));
+        }
+        for _ in 0..3 {
+            goid += 1;
+            events.push(go(second * SEC - 400 * MS, goid, 1, Some(2)));
+            events.push(go_exit(second * SEC - 300 * MS, goid));
+        }
+        run(&mut agg, &events);
+        agg.tick(second * SEC);
+    }
+    let f = goroutine_findings(&agg, 5 * SEC);
+    let leaked = finding(&f, P, None, Some(stack(P, 0, 1))).expect("the leaking stack");
+    assert_eq!((leaked.outstanding, leaked.created), (10, 10));
+    assert_eq!(trend(&leaked), Trend::Leak);
+    let detail = leaked.goroutine.as_ref().expect("goroutine detail");
+    assert_eq!((detail.gopc, detail.startpc), (0x4001, 0x5000));
+    // The oldest first, each with the address of its g.
+    assert_eq!(detail.live.len(), 10);
+    assert_eq!(detail.live[0], (11, 0xc000 << 16 | 11));
+    let churned = finding(&f, P, None, Some(stack(P, 0, 2))).expect("the churning stack");
+    assert_eq!((churned.outstanding, churned.created), (0, 15));
+    assert_eq!(trend(&churned), Trend::Released);
+    assert_eq!(agg.processes()[0].goroutines, 10);
+}
+
+#[test]
+fn a_goroutine_the_library_starts_keeps_its_ancestors_stacks() {
+    let mut agg = seeded(Limits::default());
+    // User code (stack 1) starts a dialer (goroutine 2); the dialer (stack 2, library only)
+    // starts a read loop (goroutine 3, stack 3) and ends.
+    run(
+        &mut agg,
+        &[
+            go(SEC, 2, 1, Some(1)),
+            go(2 * SEC, 3, 2, Some(3)),
+            go_exit(3 * SEC, 2),
+        ],
+    );
+    let f = goroutine_findings(&agg, 4 * SEC);
+    let read_loop = finding(&f, P, None, Some(stack(P, 0, 3))).expect("read loop");
+    let lineage = &read_loop.goroutine.as_ref().unwrap().lineage;
+    // Its parent's creation stack; the parent's parent (goroutine 1) was never seen start.
+    assert_eq!(lineage, &vec![stack(P, 0, 1)]);
+    // A third generation carries both.
+    run(&mut agg, &[go(4 * SEC, 4, 3, Some(4))]);
+    let f = goroutine_findings(&agg, 5 * SEC);
+    let grandchild = finding(&f, P, None, Some(stack(P, 0, 4))).expect("grandchild");
+    assert_eq!(
+        grandchild.goroutine.as_ref().unwrap().lineage,
+        vec![stack(P, 0, 3), stack(P, 0, 1)]
+    );
+}
+
+#[test]
+fn goroutine_ends_unseen_and_repeated_goids_are_counted() {
+    let mut agg = seeded(Limits::default());
+    // Goroutine 7 started before tracing: its end is counted, not an error.
+    run(&mut agg, &[go_exit(SEC, 7)]);
+    assert_eq!(agg.counters().untracked_goroutine_exits, 1);
+    // A goid seen start twice: the first end was missed.
+    run(
+        &mut agg,
+        &[go(SEC, 8, 1, Some(1)), go(2 * SEC, 8, 1, Some(1))],
+    );
+    assert_eq!(agg.counters().resync_mismatches, 1);
+    assert_eq!(agg.processes()[0].goroutines, 1);
+}
+
+#[test]
+fn an_exec_ends_every_goroutine_and_a_bound_turns_goroutines_away() {
+    let mut agg = seeded(Limits {
+        max_objects_per_process: 6,
+        ..Limits::default()
+    });
+    // One thread and three fds from the seed: room for two goroutines.
+    run(
+        &mut agg,
+        &[
+            go(SEC, 1, 0, Some(1)),
+            go(SEC, 2, 1, Some(1)),
+            go(SEC, 3, 1, Some(1)),
+        ],
+    );
+    assert_eq!(agg.processes()[0].goroutines, 2);
+    assert_eq!(agg.counters().dropped_objects, 1);
+    assert!(agg.processes()[0].incomplete);
+    run(&mut agg, &[exec(2 * SEC, P, P)]);
+    assert_eq!(agg.processes()[0].goroutines, 0);
+    let f = goroutine_findings(&agg, 3 * SEC);
+    assert!(f.iter().all(|f| f.outstanding == 0), "{f:?}");
 }

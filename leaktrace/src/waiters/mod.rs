@@ -320,6 +320,7 @@ impl Waiters {
                     sample_path: None,
                     exited: false,
                     leak: None,
+                    goroutine: None,
                     waiter: Some(WaiterDetail {
                         kind: latest.kind,
                         futex_address: latest.futex_address,

@@ -120,6 +120,7 @@ fn condvar_leak_adding_five_waiters_a_scan_is_growing() {
         sample_path: None,
         exited: false,
         leak: None,
+        goroutine: None,
         waiter: Some(WaiterDetail {
             kind: WaitKind::Futex,
             futex_address: A,

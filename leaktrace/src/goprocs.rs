@@ -1,0 +1,379 @@
+//! Go processes among the traced ones: which binary each runs, the goroutine probes attached to
+//! that binary, and what a goroutine finding needs from both — names from the binary's
+//! `.gopclntab`, and the goroutines' states read from the process's memory.
+//!
+//! Probes are attached once per binary (by device and inode) for every process running it; the
+//! kernel side then traces only the traced processes, as it does for every other probe.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use leaktrace_common::GoFields;
+
+use crate::{
+    goruntime::{self, GoBinary, GoFrame},
+    loader::{Probes, Skipped},
+    model::{Finding, Frame, GoPlace, GoroutineReport, WaitCount},
+    procmem,
+};
+
+/// Binaries inspected at most (each holds its .gopclntab): least recently seen dropped first.
+const MAX_BINARIES: usize = 256;
+/// Processes remembered at most, exited ones included (their findings outlive them).
+const MAX_PROCESSES: usize = 4096;
+/// `go` statements per process whose package is remembered (see [`GoProcesses::is_runtime_own`]).
+const MAX_SITES: usize = 4096;
+
+/// `(st_dev, st_ino)` of an executable.
+type BinaryId = (u64, u64);
+
+/// What inspecting one executable found.
+enum Inspected {
+    /// Not a Go binary: nothing to do.
+    NotGo,
+    /// A Go binary whose goroutine probes are attached.
+    Probed(Arc<GoBinary>),
+    /// A Go binary that cannot be probed (too old, unknown layout, attach failed): said once,
+    /// counted in the report's skipped probes.
+    Unprobed,
+}
+
+/// A traced process running a Go binary.
+struct GoProcess {
+    binary: Arc<GoBinary>,
+    /// What to subtract from a runtime address for the binary's virtual address (PIE only).
+    bias: u64,
+    /// `go` statements seen, by address: whether they are in package runtime.
+    runtime_sites: HashMap<u64, bool>,
+}
+
+/// Counters since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GoStats {
+    /// Traced processes running a probed Go binary.
+    pub processes: u64,
+    /// Distinct Go binaries probed.
+    pub binaries: u64,
+    /// Goroutine states read for reports, and those that could not be (process gone, g reused).
+    pub states_read: u64,
+    pub states_unread: u64,
+}
+
+#[derive(Default)]
+pub struct GoProcesses {
+    binaries: HashMap<BinaryId, Inspected>,
+    /// Inspection order, for dropping the oldest.
+    binary_order: VecDeque<BinaryId>,
+    processes: HashMap<u32, GoProcess>,
+    process_order: VecDeque<u32>,
+    stats: GoStats,
+}
+
+impl GoProcesses {
+    /// Notes what process `pid` runs now (call at start of tracing and after every exec);
+    /// attaches the goroutine probes to its binary the first time a Go binary is seen.
+    pub fn observe(&mut self, pid: u32, probes: &mut Probes) {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        // The file by its own name where that is still the same file: a short-lived process
+        // is often gone before its binary is read and probed, and its /proc link with it.
+        let named = fs::read_link(&exe)
+            .ok()
+            .filter(|path| same_file(path, &exe))
+            .unwrap_or_else(|| exe.clone());
+        let Some(binary) = self.binary(&named, probes) else {
+            self.processes.remove(&pid);
+            return;
+        };
+        let bias = if binary.is_pie() {
+            load_bias(pid, &exe).unwrap_or(0)
+        } else {
+            0
+        };
+        let process = GoProcess {
+            binary,
+            bias,
+            runtime_sites: HashMap::new(),
+        };
+        if self.processes.insert(pid, process).is_none() {
+            self.stats.processes += 1;
+            self.process_order.push_back(pid);
+            while self.processes.len() > MAX_PROCESSES {
+                let Some(oldest) = self.process_order.pop_front() else {
+                    break;
+                };
+                self.processes.remove(&oldest);
+            }
+        }
+    }
+
+    /// Attaches the probes to a program before it runs (`leaktrace -- CMD`), so that not even
+    /// its first goroutines are missed.
+    pub fn prepare(&mut self, program: &Path, probes: &mut Probes) {
+        self.binary(program, probes);
+    }
+
+    /// The probed Go binary at `path`, inspected and attached on first sight.
+    fn binary(&mut self, path: &Path, probes: &mut Probes) -> Option<Arc<GoBinary>> {
+        let meta = fs::metadata(path).ok()?;
+        let id = (meta.dev(), meta.ino());
+        if !self.binaries.contains_key(&id) {
+            let inspected = self.inspect(path, probes);
+            self.binaries.insert(id, inspected);
+            self.binary_order.push_back(id);
+            while self.binaries.len() > MAX_BINARIES {
+                let Some(oldest) = self.binary_order.pop_front() else {
+                    break;
+                };
+                // Its probes stay attached (they are the loader's); only the parse is dropped.
+                self.binaries.remove(&oldest);
+            }
+        }
+        match self.binaries.get(&id)? {
+            Inspected::Probed(binary) => Some(Arc::clone(binary)),
+            Inspected::NotGo | Inspected::Unprobed => None,
+        }
+    }
+
+    fn inspect(&mut self, path: &Path, probes: &mut Probes) -> Inspected {
+        let shown = path.display().to_string();
+        let binary = match GoBinary::inspect(path) {
+            Ok(None) => return Inspected::NotGo,
+            Ok(Some(binary)) => binary,
+            Err(e) => return unprobed(probes, shown, format!("{e:#}")),
+        };
+        let layout = binary.layout;
+        let fields = GoFields {
+            goid: layout.goid,
+            parent_goid: layout.parent_goid,
+            gopc: layout.gopc,
+            startpc: layout.startpc,
+        };
+        match probes.attach_go(path, &shown, &binary.probes, fields) {
+            Ok(()) => {
+                self.stats.binaries += 1;
+                eprintln!(
+                    "leaktrace: goroutine probes on {shown} ({}, runtime.g layout from {})",
+                    binary.version,
+                    match binary.layout_from {
+                        goruntime::LayoutSource::Dwarf => "DWARF",
+                        goruntime::LayoutSource::Table => "the table of known versions",
+                    }
+                );
+                Inspected::Probed(Arc::new(binary))
+            }
+            Err(e) => unprobed(probes, shown, e),
+        }
+    }
+
+    /// Whether a new goroutine of `pid` created at `gopc` is one of the Go runtime's own (its
+    /// `go` statement is in package runtime: the main goroutine, the GC's and the finalizers'
+    /// workers). Those are not the program's to leak and are not tracked.
+    pub fn is_runtime_own(&mut self, pid: u32, gopc: u64) -> bool {
+        let Some(process) = self.processes.get_mut(&pid) else {
+            return false;
+        };
+        if let Some(&own) = process.runtime_sites.get(&gopc) {
+            return own;
+        }
+        let own = gopc
+            .checked_sub(process.bias + 1)
+            .and_then(|pc| process.binary.frame(pc))
+            .is_some_and(|site| site.function.starts_with("runtime."));
+        if process.runtime_sites.len() < MAX_SITES {
+            process.runtime_sites.insert(gopc, own);
+        }
+        own
+    }
+
+    /// A goroutine finding's stack from the `go` statement's function on: the frames above it
+    /// are the runtime's own (`newproc` and the switch to the system stack).
+    pub fn trim_creation(frames: &mut Vec<Frame>) {
+        let runtime = frames
+            .iter()
+            .take_while(|f| {
+                f.symbol
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("runtime."))
+            })
+            .count();
+        if runtime < frames.len() {
+            frames.drain(..runtime);
+        }
+    }
+
+    pub fn stats(&self) -> GoStats {
+        self.stats.clone()
+    }
+
+    /// What a goroutine finding shows: where its goroutines were created and what started
+    /// them, named from the binary, and what they are waiting for now, read from the process.
+    /// `frames` is the goroutines' creation stack, `lineage` the creation stacks of their
+    /// ancestors, nearest first, all symbolized. None for a process not known to run Go.
+    pub fn describe(
+        &mut self,
+        finding: &Finding,
+        frames: &[Frame],
+        lineage: &[Vec<Frame>],
+    ) -> Option<GoroutineReport> {
+        let detail = finding.goroutine.as_ref()?;
+        let process = self.processes.get(&finding.pid)?;
+        let binary = &process.binary;
+        let place = |pc: u64| -> Option<GoPlace> {
+            binary
+                .frame(pc.checked_sub(process.bias)?)
+                .map(GoPlace::from)
+        };
+        // gopc is a return address: the call is the instruction before it.
+        let created_at = detail.gopc.checked_sub(1).and_then(place);
+        let start = place(detail.startpc);
+        let std_made = created_at
+            .as_ref()
+            .is_none_or(|c| goruntime::is_std(&c.function));
+        // The user code that called into the library: on the creating goroutine's own stack
+        // (os/exec's copiers), else on an ancestor's (net/http's connection loops, started by a
+        // dialer goroutine the request started).
+        let caused_by = std_made
+            .then(|| {
+                let stacks = std::iter::once(frames).chain(lineage.iter().map(Vec::as_slice));
+                stacks.flatten().find_map(|frame| {
+                    let symbol = frame.symbol.as_deref()?;
+                    (!goruntime::is_std(symbol)).then(|| GoPlace {
+                        function: symbol.to_owned(),
+                        file: frame.file.clone(),
+                        line: frame.line,
+                    })
+                })
+            })
+            .flatten();
+        let mut waits: BTreeMap<String, u64> = BTreeMap::new();
+        let mut read = 0;
+        if !finding.exited {
+            for &(goid, g) in &detail.live {
+                if let Some(state) = state(finding.pid, binary, goid, g) {
+                    *waits.entry(state).or_default() += 1;
+                    read += 1;
+                }
+            }
+        }
+        self.stats.states_read += read;
+        self.stats.states_unread += detail.live.len() as u64 - read;
+        let mut waits: Vec<WaitCount> = waits
+            .into_iter()
+            .map(|(reason, count)| WaitCount { reason, count })
+            .collect();
+        waits.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+        Some(GoroutineReport {
+            go: binary.version.to_string(),
+            created_at,
+            start,
+            caused_by,
+            waits,
+            unread: finding.outstanding.saturating_sub(read),
+        })
+    }
+
+    /// Names the frames of a Go binary that the symbolizer could not name (a stripped binary
+    /// has no symbol table, but always its .gopclntab).
+    pub fn name_frames(&self, pid: u32, frames: &mut [Frame]) {
+        let Some(process) = self.processes.get(&pid) else {
+            return;
+        };
+        for (i, frame) in frames.iter_mut().enumerate() {
+            if frame.symbol.is_some() {
+                continue;
+            }
+            // Every frame but the innermost is a return address.
+            let pc = frame.addr.saturating_sub(u64::from(i > 0));
+            let Some(found) = pc
+                .checked_sub(process.bias)
+                .and_then(|pc| process.binary.frame(pc))
+            else {
+                continue;
+            };
+            frame.symbol = Some(found.function);
+            frame.file = Some(found.file);
+            frame.line = Some(found.line);
+        }
+    }
+}
+
+/// A Go binary the goroutine probes cannot go on: said now, and listed with the skipped probes.
+fn unprobed(probes: &mut Probes, shown: String, reason: String) -> Inspected {
+    eprintln!("leaktrace: no goroutine probes on {shown}: {reason}");
+    probes.skipped.push(Skipped {
+        name: format!("go:{shown}"),
+        reason,
+    });
+    Inspected::Unprobed
+}
+
+impl From<GoFrame> for GoPlace {
+    fn from(frame: GoFrame) -> Self {
+        Self {
+            function: frame.function,
+            file: Some(frame.file),
+            line: Some(frame.line),
+        }
+    }
+}
+
+/// What goroutine `goid` at `g` is doing: its wait reason while it waits, else its status.
+/// None when its g cannot be read or holds another goroutine now (it ended since the report's
+/// snapshot, and the runtime reused the g).
+fn state(pid: u32, binary: &GoBinary, goid: u64, g: u64) -> Option<String> {
+    let layout = binary.layout;
+    let end = [
+        layout.goid + 8,
+        layout.atomicstatus + 4,
+        layout.waitreason + 1,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    let mut buf = vec![0u8; usize::from(end)];
+    procmem::read(pid, g, &mut buf).ok()?;
+    let at = |offset: u16, len: usize| &buf[usize::from(offset)..usize::from(offset) + len];
+    let read_goid = u64::from_ne_bytes(at(layout.goid, 8).try_into().ok()?);
+    if read_goid != goid {
+        return None;
+    }
+    let status = u32::from_ne_bytes(at(layout.atomicstatus, 4).try_into().ok()?);
+    let name = goruntime::status_name(status);
+    if name != "waiting" {
+        return Some(name.to_owned());
+    }
+    let reason = at(layout.waitreason, 1)[0];
+    Some(
+        binary
+            .wait_reason(reason)
+            .map_or_else(|| format!("waiting ({reason})"), str::to_owned),
+    )
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Where a position-independent executable is loaded: the start of its first mapping minus
+/// that mapping's file offset (the ELF's first PT_LOAD is at virtual address 0 for PIE).
+fn load_bias(pid: u32, exe: &Path) -> Option<u64> {
+    let target = fs::read_link(exe).ok()?;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let range = fields.next()?;
+        let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
+        let path = fields.nth(2)?;
+        (Path::new(path) == target && offset == 0)
+            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
+            .flatten()
+    })
+}
