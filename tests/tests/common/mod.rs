@@ -273,3 +273,19 @@ pub fn final_report(lines: &[String]) -> BTreeMap<String, Vec<serde_json::Value>
     }
     by_type
 }
+
+/// A build of the Go reproducer (tests/go/leaky): `leaky-go<version>[-stripped]`, from
+/// LEAKTRACE_GO_BINS (set by `cargo xtask test`; `cargo xtask go` builds them and prints it),
+/// else target/go/bin/.
+pub fn go_binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LEAKTRACE_GO_BINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/go/bin"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "no Go reproducer {}: build it with `cargo xtask go`",
+        path.display()
+    );
+    path
+}
