@@ -2,12 +2,13 @@
 //! that binary, and what a goroutine finding needs from both — names from the binary's
 //! `.gopclntab`, and the goroutines' states read from the process's memory.
 //!
-//! Probes are attached once per binary (by device and inode) for every process running it; the
-//! kernel side then traces only the traced processes, as it does for every other probe.
+//! Probes are attached per traced process, or, system-wide, once per binary (by device and
+//! inode) for every process running it.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{hash_map::Entry, BTreeMap, HashMap, VecDeque},
     fs,
+    num::NonZeroU32,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -17,7 +18,7 @@ use leaktrace_common::GoFields;
 
 use crate::{
     goruntime::{self, GoBinary, GoFrame},
-    loader::{Probes, Skipped},
+    loader::{GoLinks, Probes, Skipped},
     model::{Finding, Frame, GoPlace, GoroutineReport, WaitCount},
     procmem,
 };
@@ -36,11 +37,10 @@ type BinaryId = (u64, u64);
 enum Inspected {
     /// Not a Go binary: nothing to do.
     NotGo,
-    /// A Go binary whose goroutine probes are attached.
-    Probed(Arc<GoBinary>),
-    /// A Go binary that cannot be probed (too old, unknown layout, attach failed): said once,
-    /// counted in the report's skipped probes.
-    Unprobed,
+    Go(Arc<GoBinary>),
+    /// A Go binary that cannot be probed (too old, unknown layout): said once, listed with the
+    /// skipped probes.
+    Unprobeable,
 }
 
 /// A traced process running a Go binary.
@@ -64,19 +64,40 @@ pub struct GoStats {
     pub states_unread: u64,
 }
 
-#[derive(Default)]
+/// Whose goroutine probes a set of links is: a process's, or every process's ([`ALL`]).
+type LinkKey = (BinaryId, u32);
+const ALL: u32 = 0;
+
 pub struct GoProcesses {
+    /// Probes on every process running a binary (`--all`: one attach per binary), else on each
+    /// traced process alone, so that untraced processes running the same binary do not take
+    /// the breakpoints.
+    everywhere: bool,
     binaries: HashMap<BinaryId, Inspected>,
     /// Inspection order, for dropping the oldest.
     binary_order: VecDeque<BinaryId>,
+    /// Attached probes; None where attaching failed (not retried).
+    links: HashMap<LinkKey, Option<GoLinks>>,
     processes: HashMap<u32, GoProcess>,
     process_order: VecDeque<u32>,
     stats: GoStats,
 }
 
 impl GoProcesses {
+    pub fn new(everywhere: bool) -> Self {
+        Self {
+            everywhere,
+            binaries: HashMap::new(),
+            binary_order: VecDeque::new(),
+            links: HashMap::new(),
+            processes: HashMap::new(),
+            process_order: VecDeque::new(),
+            stats: GoStats::default(),
+        }
+    }
+
     /// Notes what process `pid` runs now (call at start of tracing and after every exec);
-    /// attaches the goroutine probes to its binary the first time a Go binary is seen.
+    /// attaches the goroutine probes when it runs a Go binary.
     pub fn observe(&mut self, pid: u32, probes: &mut Probes) {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         // The file by its own name where that is still the same file: a short-lived process
@@ -85,7 +106,10 @@ impl GoProcesses {
             .ok()
             .filter(|path| same_file(path, &exe))
             .unwrap_or_else(|| exe.clone());
-        let Some(binary) = self.binary(&named, probes) else {
+        let probed = self
+            .binary(&named, probes)
+            .filter(|(id, binary)| self.attach(*id, &named, binary, pid, probes));
+        let Some((_, binary)) = probed else {
             self.processes.remove(&pid);
             return;
         };
@@ -111,41 +135,73 @@ impl GoProcesses {
         }
     }
 
-    /// Attaches the probes to a program before it runs (`leaktrace -- CMD`), so that not even
-    /// its first goroutines are missed.
-    pub fn prepare(&mut self, program: &Path, probes: &mut Probes) {
-        self.binary(program, probes);
+    /// Attaches the probes for process `pid` to `program` before the process execs it
+    /// (`leaktrace -- CMD`), so that not even its first goroutines are missed.
+    pub fn prepare(&mut self, program: &Path, pid: u32, probes: &mut Probes) {
+        if let Some((id, binary)) = self.binary(program, probes) {
+            self.attach(id, program, &binary, pid, probes);
+        }
     }
 
-    /// The probed Go binary at `path`, inspected and attached on first sight.
-    fn binary(&mut self, path: &Path, probes: &mut Probes) -> Option<Arc<GoBinary>> {
+    /// Detaches the probes of processes that are gone (`is_live` false): their links would
+    /// only accumulate.
+    pub fn prune(&mut self, is_live: impl Fn(u32) -> bool, probes: &mut Probes) {
+        let gone: Vec<LinkKey> = self
+            .links
+            .keys()
+            .filter(|&&(_, pid)| pid != ALL && !is_live(pid))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(Some(links)) = self.links.remove(&key) {
+                probes.detach_go(links);
+            }
+        }
+    }
+
+    /// The Go binary at `path`, inspected on first sight.
+    fn binary(&mut self, path: &Path, probes: &mut Probes) -> Option<(BinaryId, Arc<GoBinary>)> {
         let meta = fs::metadata(path).ok()?;
         let id = (meta.dev(), meta.ino());
-        if !self.binaries.contains_key(&id) {
-            let inspected = self.inspect(path, probes);
-            self.binaries.insert(id, inspected);
+        if let Entry::Vacant(entry) = self.binaries.entry(id) {
+            let inspected = match GoBinary::inspect(path) {
+                Ok(None) => Inspected::NotGo,
+                Ok(Some(binary)) => Inspected::Go(Arc::new(binary)),
+                Err(e) => {
+                    unprobed(probes, &path.display().to_string(), format!("{e:#}"));
+                    Inspected::Unprobeable
+                }
+            };
+            entry.insert(inspected);
             self.binary_order.push_back(id);
             while self.binaries.len() > MAX_BINARIES {
                 let Some(oldest) = self.binary_order.pop_front() else {
                     break;
                 };
-                // Its probes stay attached (they are the loader's); only the parse is dropped.
+                // Only the parse is dropped: processes running it keep theirs.
                 self.binaries.remove(&oldest);
             }
         }
         match self.binaries.get(&id)? {
-            Inspected::Probed(binary) => Some(Arc::clone(binary)),
-            Inspected::NotGo | Inspected::Unprobed => None,
+            Inspected::Go(binary) => Some((id, Arc::clone(binary))),
+            Inspected::NotGo | Inspected::Unprobeable => None,
         }
     }
 
-    fn inspect(&mut self, path: &Path, probes: &mut Probes) -> Inspected {
+    /// Whether the goroutine probes are on `binary` for process `pid` (attached now if not yet).
+    fn attach(
+        &mut self,
+        id: BinaryId,
+        path: &Path,
+        binary: &GoBinary,
+        pid: u32,
+        probes: &mut Probes,
+    ) -> bool {
+        let key = (id, if self.everywhere { ALL } else { pid });
+        if let Some(links) = self.links.get(&key) {
+            return links.is_some();
+        }
         let shown = path.display().to_string();
-        let binary = match GoBinary::inspect(path) {
-            Ok(None) => return Inspected::NotGo,
-            Ok(Some(binary)) => binary,
-            Err(e) => return unprobed(probes, shown, format!("{e:#}")),
-        };
         let layout = binary.layout;
         let fields = GoFields {
             goid: layout.goid,
@@ -153,21 +209,30 @@ impl GoProcesses {
             gopc: layout.gopc,
             startpc: layout.startpc,
         };
-        match probes.attach_go(path, &shown, &binary.probes, fields) {
-            Ok(()) => {
-                self.stats.binaries += 1;
-                eprintln!(
-                    "leaktrace: goroutine probes on {shown} ({}, runtime.g layout from {})",
-                    binary.version,
-                    match binary.layout_from {
-                        goruntime::LayoutSource::Dwarf => "DWARF",
-                        goruntime::LayoutSource::Table => "the table of known versions",
-                    }
-                );
-                Inspected::Probed(Arc::new(binary))
+        let scope = NonZeroU32::new(key.1);
+        let links = match probes.attach_go(path, &shown, &binary.probes, fields, scope) {
+            Ok(links) => {
+                if !self.links.keys().any(|&(other, _)| other == id) {
+                    self.stats.binaries += 1;
+                    eprintln!(
+                        "leaktrace: goroutine probes on {shown} ({}, runtime.g layout from {})",
+                        binary.version,
+                        match binary.layout_from {
+                            goruntime::LayoutSource::Dwarf => "DWARF",
+                            goruntime::LayoutSource::Table => "the table of known versions",
+                        }
+                    );
+                }
+                Some(links)
             }
-            Err(e) => unprobed(probes, shown, e),
-        }
+            Err(e) => {
+                unprobed(probes, &shown, e);
+                None
+            }
+        };
+        let attached = links.is_some();
+        self.links.insert(key, links);
+        attached
     }
 
     /// Whether a new goroutine of `pid` created at `gopc` is one of the Go runtime's own (its
@@ -303,13 +368,12 @@ impl GoProcesses {
 }
 
 /// A Go binary the goroutine probes cannot go on: said now, and listed with the skipped probes.
-fn unprobed(probes: &mut Probes, shown: String, reason: String) -> Inspected {
+fn unprobed(probes: &mut Probes, shown: &str, reason: String) {
     eprintln!("leaktrace: no goroutine probes on {shown}: {reason}");
     probes.skipped.push(Skipped {
         name: format!("go:{shown}"),
         reason,
     });
-    Inspected::Unprobed
 }
 
 impl From<GoFrame> for GoPlace {

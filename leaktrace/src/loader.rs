@@ -5,11 +5,13 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
         trace_point::TracePointLink,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
+use std::num::NonZeroU32;
+
 use leaktrace_common::{
     names, Config, Counter, GoFields, InFlightWait, Probe, SyscallSpec, Target,
 };
@@ -184,6 +186,13 @@ fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
         .take_map(name)
         .ok_or_else(|| kernel(format!("eBPF object has no map {name}")))?;
     T::try_from(map).map_err(|e| kernel(format!("map {name}: {e}")))
+}
+
+/// The goroutine probes attached to one Go binary (for one process, or for all).
+pub struct GoLinks {
+    /// As listed with the attached probes.
+    name: String,
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 /// The goroutine probes' programs: (program, probe slot name).
@@ -368,17 +377,27 @@ impl Probes {
             .map_err(|e| anyhow::anyhow!("cannot trace pid {pid}: target map: {e}"))
     }
 
-    /// Attaches the goroutine probes to the Go binary at `path` (`shown` in messages), for
-    /// every process that runs it: the programs filter on traced processes themselves. `fields`
-    /// travel in the attach cookie. On failure nothing stays attached.
+    /// Attaches the goroutine probes to the Go binary at `path` (`shown` in messages): for
+    /// process `pid` only, or for every process that runs it (the programs then filter on traced
+    /// processes themselves, but every process running the binary pays for the breakpoints).
+    /// `fields` travel in the attach cookie. On failure nothing stays attached.
     pub fn attach_go(
         &mut self,
         path: &std::path::Path,
         shown: &str,
         points: &ProbePoints,
         fields: GoFields,
-    ) -> Result<(), String> {
-        let mut attached = Vec::new();
+        pid: Option<NonZeroU32>,
+    ) -> Result<GoLinks, String> {
+        let scope = pid.map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let name = match pid {
+            Some(pid) => format!("go:{shown} (pid {pid})"),
+            None => format!("go:{shown}"),
+        };
+        let mut links = GoLinks {
+            name,
+            links: Vec::new(),
+        };
         for ((program, _), offset) in GO_PROBES.into_iter().zip([points.create, points.exit]) {
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),
@@ -387,28 +406,38 @@ impl Probes {
             let result = uprobe(&mut self.ebpf, program)
                 .map_err(|e| e.to_string())
                 .and_then(|prog| {
-                    prog.attach(point, path, UProbeScope::AllProcesses)
-                        .map_err(|e| {
-                            let e = anyhow::Error::from(e);
-                            format!("uprobe {program} at {offset:#x} of {shown}: {e:#}")
-                        })
+                    prog.attach(point, path, scope).map_err(|e| {
+                        let e = anyhow::Error::from(e);
+                        format!("uprobe {program} at {offset:#x} of {shown}: {e:#}")
+                    })
                 });
             match result {
-                Ok(link) => attached.push((program, link)),
+                Ok(link) => links.links.push((program, link)),
                 Err(e) => {
-                    for (program, link) in attached {
-                        if let Ok(prog) = uprobe(&mut self.ebpf, program) {
-                            let _ = prog.detach(link);
-                        }
-                    }
+                    self.detach_links(links.links);
                     return Err(e);
                 }
             }
         }
-        for (program, _) in attached {
-            self.attached.push(format!("{program}:{shown}"));
+        self.attached.push(links.name.clone());
+        Ok(links)
+    }
+
+    /// Detaches what [`Self::attach_go`] attached.
+    pub fn detach_go(&mut self, links: GoLinks) {
+        self.detach_links(links.links);
+        if let Some(at) = self.attached.iter().position(|name| *name == links.name) {
+            self.attached.swap_remove(at);
         }
-        Ok(())
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        for (program, link) in links {
+            if let Ok(prog) = uprobe(&mut self.ebpf, program) {
+                // Already gone is as good.
+                let _ = prog.detach(link);
+            }
+        }
     }
 
     /// The ring buffer, handed to the reader once.

@@ -364,6 +364,10 @@ impl Clock {
             .take(cli.top)
             .map(|f| session.locate(f.clone()))
             .collect();
+        let aggregator = &session.aggregator;
+        session
+            .go
+            .prune(|pid| aggregator.is_live(pid), &mut session.probes);
         let blocked = session.waiters.blocked_per_process();
         let mut processes = session.aggregator.processes();
         for p in &mut processes {
@@ -490,7 +494,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         wait_scanner: WaitScanner::default(),
         symbolizer: Symbolizer::new(),
         stacks: Stacks::default(),
-        go: GoProcesses::default(),
+        go: GoProcesses::new(cli.all),
         pods: Pods::new(
             NodeLogs::default(),
             kube.as_ref().map(|k| Arc::clone(&k.directory)),
@@ -505,7 +509,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if !cli.command.is_empty() {
         let mut child = target::spawn(&cli.command).context("cannot start the command")?;
         if let Some(program) = target::program_path(&cli.command[0]) {
-            session.go.prepare(&program, &mut session.probes);
+            session.go.prepare(&program, child.pid, &mut session.probes);
         }
         session.probes.add_target(child.pid)?;
         session.seed(child.pid);
