@@ -653,16 +653,21 @@ pub fn futex_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The first integer argument or result under Go's register ABI (ABIInternal): RAX on amd64,
-/// R0 on arm64. Go's probes read it because Go does not follow the C calling convention
-/// `ProbeContext::arg` assumes.
+/// Integer argument `n` (0 or 1) under Go's register ABI (ABIInternal): RAX, RBX on amd64;
+/// R0, R1 on arm64. Go does not follow the C calling convention `ProbeContext::arg` assumes.
 #[inline(always)]
-fn go_register0(ctx: &ProbeContext) -> u64 {
+fn go_argument(ctx: &ProbeContext, n: usize) -> u64 {
     // SAFETY: a uprobe's context is the user registers saved at the probe, readable in place.
     #[cfg(bpf_target_arch = "x86_64")]
-    return unsafe { (*ctx.regs).rax };
+    return unsafe {
+        if n == 0 {
+            (*ctx.regs).rax
+        } else {
+            (*ctx.regs).rbx
+        }
+    };
     #[cfg(bpf_target_arch = "aarch64")]
-    return unsafe { (*ctx.regs).regs[0] };
+    return unsafe { (*ctx.regs).regs[n & 1] };
 }
 
 /// A u64 field of a goroutine's `runtime.g`; 0 when it cannot be read.
@@ -679,12 +684,13 @@ fn go_fields(ctx: &ProbeContext) -> GoFields {
     GoFields::from_cookie(unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) })
 }
 
-/// Right after `runtime.newproc1` returned in `runtime.newproc.func1`: every `go` statement
-/// passes here once, with the new g (goid, parent, creation site and function set) in the
-/// result register. The frame-pointer walk from here crosses `systemstack` into the creating
-/// goroutine's stack (systemstack leaves its frame pointer in place), so the stack is the `go`
-/// statement's. A plain uprobe, never a uretprobe: those rewrite return addresses on the
-/// stack, which Go's stack copying and tracebacks do not survive.
+/// At `runqput(pp, newg, true)` in `runtime.newproc.func1`, right after `runtime.newproc1`
+/// made the goroutine: every `go` statement passes here once, with the new g (goid, parent,
+/// creation site and function set) as the second argument. The frame-pointer walk from here
+/// crosses `systemstack` into the creating goroutine's stack (systemstack leaves its frame
+/// pointer in place), so the stack is the `go` statement's. A plain uprobe, never a
+/// uretprobe: those rewrite return addresses on the stack, which Go's stack copying and
+/// tracebacks do not survive.
 #[uprobe]
 pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let cfg = config();
@@ -693,7 +699,7 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     };
     let probe = Probe::GOROUTINE_NEW;
     let fields = go_fields(&ctx);
-    let g = go_register0(&ctx);
+    let g = go_argument(&ctx, 1);
     let stack_id = user_stack(&ctx, probe);
     emit(
         probe,
@@ -711,7 +717,7 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Entry of `runtime.gdestroy` (`goexit0` before Go 1.22): a goroutine ended; its g (first
+/// Start of `runtime.gdestroy` (`goexit0` before Go 1.22): a goroutine ended; its g (first
 /// argument) still holds its goid.
 #[uprobe]
 pub fn go_gdestroy(ctx: ProbeContext) -> u32 {
@@ -720,7 +726,7 @@ pub fn go_gdestroy(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let probe = Probe::GOROUTINE_EXIT;
-    let goid = g_field(go_register0(&ctx), go_fields(&ctx).goid);
+    let goid = g_field(go_argument(&ctx, 0), go_fields(&ctx).goid);
     emit(
         probe,
         GoroutineExitEvent {

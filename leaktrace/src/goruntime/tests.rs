@@ -183,22 +183,30 @@ fn status_names() {
 
 #[test]
 fn call_sites() {
-    // amd64: NOP, CALL +0x10, then the next instruction at 0x1006; target 0x1016.
+    // amd64: NOP, CALL +0x10 at 0x1001, the next instruction at 0x1006; target 0x1016.
     let code = [0x90, 0xe8, 0x10, 0x00, 0x00, 0x00, 0x90];
-    assert_eq!(
-        call_site(GoArch::Amd64, &code, 0x1000, 0x1016),
-        Some(0x1006)
-    );
-    assert_eq!(call_site(GoArch::Amd64, &code, 0x1000, 0x1017), None);
+    assert_eq!(call_at(GoArch::Amd64, &code, 0x1000, 0x1016), Some(0x1001));
+    assert_eq!(call_at(GoArch::Amd64, &code, 0x1000, 0x1017), None);
     // arm64: NOP, BL -2 instructions (at 0x2004 → 0x1ffc), NOP.
     let mut code = 0xd503_201fu32.to_le_bytes().to_vec();
     code.extend((0x9400_0000u32 | 0x03ff_fffe).to_le_bytes());
     code.extend(0xd503_201fu32.to_le_bytes());
-    assert_eq!(
-        call_site(GoArch::Arm64, &code, 0x2000, 0x1ffc),
-        Some(0x2008)
-    );
-    assert_eq!(call_site(GoArch::Arm64, &code, 0x2000, 0x2000), None);
+    assert_eq!(call_at(GoArch::Arm64, &code, 0x2000, 0x1ffc), Some(0x2004));
+    assert_eq!(call_at(GoArch::Arm64, &code, 0x2000, 0x2000), None);
+}
+
+#[test]
+fn exit_probes_skip_the_stack_check_to_an_emulated_push() {
+    let long = [
+        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xe3, 0x02, 0, 0, 0x55, 0x48,
+    ];
+    assert_eq!(frame_setup(GoArch::Amd64, &long, 0x1000), 0x100a);
+    let short = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55];
+    assert_eq!(frame_setup(GoArch::Amd64, &short, 0x1000), 0x1006);
+    assert_eq!(frame_setup(GoArch::Amd64, &[0x55, 0x48], 0x1000), 0x1000);
+    // Anything else, and arm64: the entry.
+    assert_eq!(frame_setup(GoArch::Amd64, &[0x48, 0x83], 0x1000), 0x1000);
+    assert_eq!(frame_setup(GoArch::Arm64, &long, 0x1000), 0x1000);
 }
 
 #[test]
@@ -554,9 +562,9 @@ fn wait_reasons_of_binary_equal_table() {
 }
 
 /// Reads the probe points' instructions from the file by file offset, and decodes them
-/// independently of [`call_site`].
+/// independently of [`call_at`].
 #[test]
-fn probes_point_after_call_to_newproc1_and_at_exit_entry() {
+fn probes_point_at_the_run_queue_call_and_past_the_exit_stack_check() {
     let Some(samples) = samples() else { return };
     for sample in &samples.samples {
         let binary = inspect(&sample.path);
@@ -573,51 +581,42 @@ fn probes_point_after_call_to_newproc1_and_at_exit_entry() {
                 })
                 .unwrap()
         };
-        let create = binary.probes.create;
-        let after_call = vaddr(create);
+        let create = binary.probes.create as usize;
+        let call = vaddr(create as u64);
         let target = match sample.arch {
             GoArch::Amd64 => {
-                let call = &bytes[create as usize - 5..create as usize];
-                assert_eq!(call[0], 0xe8, "{name}: CALL rel32");
-                let rel = i32::from_le_bytes(call[1..].try_into().unwrap());
-                after_call.wrapping_add_signed(i64::from(rel))
+                assert_eq!(bytes[create], 0xe8, "{name}: CALL rel32");
+                let rel = i32::from_le_bytes(bytes[create + 1..create + 5].try_into().unwrap());
+                (call + 5).wrapping_add_signed(i64::from(rel))
             }
             GoArch::Arm64 => {
-                let word = &bytes[create as usize - 4..create as usize];
-                let word = u32::from_le_bytes(word.try_into().unwrap());
+                let word = u32::from_le_bytes(bytes[create..create + 4].try_into().unwrap());
                 assert_eq!(word >> 26, 0b100101, "{name}: BL");
                 let imm26 = i64::from(word & 0x03ff_ffff);
                 let offset = (imm26 - if imm26 >= 1 << 25 { 1 << 26 } else { 0 }) * 4;
-                (after_call - 4).wrapping_add_signed(offset)
+                call.wrapping_add_signed(offset)
             }
         };
         let function = |pc: u64| binary.frame(pc).map(|frame| frame.function);
         assert_eq!(
             function(target).as_deref(),
-            Some("runtime.newproc1"),
+            Some("runtime.runqput"),
             "{name}"
         );
-        assert_ne!(
-            function(target - 1).as_deref(),
-            Some("runtime.newproc1"),
-            "{name}: entry"
-        );
         assert_eq!(
-            function(after_call - 1).as_deref(),
+            function(call).as_deref(),
             Some("runtime.newproc.func1"),
             "{name}"
         );
-        let exit = vaddr(binary.probes.exit);
+        let exit = binary.probes.exit;
         assert_eq!(
-            function(exit).as_deref(),
+            function(vaddr(exit)).as_deref(),
             Some(binary.probes.exit_function),
             "{name}"
         );
-        assert_ne!(
-            function(exit - 1).as_deref(),
-            Some(binary.probes.exit_function),
-            "{name}"
-        );
+        if sample.arch == GoArch::Amd64 {
+            assert_eq!(bytes[exit as usize], 0x55, "{name}: push %rbp");
+        }
     }
 }
 
