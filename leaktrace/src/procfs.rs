@@ -31,6 +31,15 @@ pub fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// Every process now (numeric /proc entries; threads are not listed there).
+pub fn pids() -> io::Result<Vec<u32>> {
+    let mut pids: Vec<u32> = fs::read_dir(PROC)?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
 /// Whether `/proc/PID` exists.
 ///
 /// Existence is all this checks: a zombie (exited, not yet reaped) still has `/proc/PID`, and

@@ -516,6 +516,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         child.release().context("cannot start the command")?;
         spawned = Some(child);
     }
+    if cli.all {
+        // Go processes that already run: their goroutines make no event until probed. (Other
+        // processes are seeded when their first event comes.)
+        for pid in procfs::pids().context("cannot list /proc")? {
+            if pid != std::process::id() {
+                session.go.observe(pid, &mut session.probes);
+            }
+        }
+    }
     for &pid in &cli.pids {
         // Target first, then /proc: whatever happens in between is seen by both and merged.
         session.probes.add_target(pid)?;

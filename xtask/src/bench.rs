@@ -43,6 +43,7 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
     Overhead,
+    Goroutines,
     Profile,
     Throughput,
     Memory,
@@ -154,13 +155,19 @@ struct Workload {
 
 impl Workload {
     fn spawn(env: &Env, args: &[String]) -> Result<Self> {
+        Self::spawn_program(env, &env.workload, args)
+    }
+
+    /// Any program that speaks the workload's protocol (`ready pid=N`, a line on stdin to
+    /// start): the Go reproducer does.
+    fn spawn_program(env: &Env, program: &Path, args: &[String]) -> Result<Self> {
         let mut child = env
-            .pinned(&env.workload, false)
+            .pinned(program, false)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot start {}", env.workload.display()))?;
+            .with_context(|| format!("cannot start {}", program.display()))?;
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().context("workload stdout")?);
         let ready = read_line(&mut stdout)?;
@@ -502,6 +509,92 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
     Ok(Value::Array(out))
 }
 
+/// Goroutines started and joined per run of the Go reproducer's `churn` benchmark (about 60 ms
+/// untraced here).
+const GO_CHURN: u64 = 200_000;
+/// How the churn runs: untraced, traced alone (probes on its process only), and system-wide
+/// (probes on every process running the binary).
+const GO_MODES: [Mode; 3] = [Mode::Untraced, Mode::Pid, Mode::SystemWide];
+
+/// What the goroutine probes cost: `churn` of the Go reproducer (tests/go/leaky) under each of
+/// [`GO_MODES`], alternating within each round, as ns per goroutine started and joined; ratios
+/// to untraced from the same run. Every goroutine is two uprobe hits (its start, its end).
+fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Value> {
+    let count = (GO_CHURN / scale).max(100);
+    let name = program.file_name().unwrap_or_default().to_string_lossy();
+    println!(
+        "\n## Goroutine churn ({name}): ns per goroutine started and joined, median [min–max] of \
+         {rounds} alternating rounds\n"
+    );
+    println!(
+        "| goroutines | {} | pid/untraced | all/untraced | lost |",
+        GO_MODES.map(Mode::name).join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(GO_MODES.len() + 3));
+    let mut ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut lost = 0;
+    for round in 0..rounds {
+        for i in 0..GO_MODES.len() {
+            let mode = GO_MODES[(i + round) % GO_MODES.len()];
+            let args = ["churn", "--count", &count.to_string(), "--wait-stdin"].map(String::from);
+            let mut w = Workload::spawn_program(env, program, &args)?;
+            let tracer = Tracer::attach(env, mode, &[w.pid])?;
+            w.start()?;
+            let result = w.expect("churn ")?;
+            w.finish()?;
+            let seen = tracer.map(Tracer::stop).transpose()?.unwrap_or_default();
+            if mode == Mode::Pid {
+                // Each goroutine's start and end, at least (the runtime's own come on top).
+                ensure!(
+                    seen.events >= 2 * count,
+                    "leaktrace --pid saw {} events of {count} goroutines",
+                    seen.events
+                );
+            }
+            lost += seen.lost;
+            let per = field::<f64>(&result, "ns_per_goroutine")?;
+            eprintln!(
+                "bench: goroutine churn round {} {}: {per:.1} ns/goroutine",
+                round + 1,
+                mode.name()
+            );
+            ns.entry(mode.name()).or_default().push(per);
+        }
+    }
+    let med = |m: Mode| median(&ns[m.name()]);
+    let ratio = |m: Mode| med(m) / med(Mode::Untraced);
+    let cells: Vec<String> = GO_MODES
+        .iter()
+        .map(|&m| {
+            let (lo, hi) = min_max(&ns[m.name()]);
+            format!("{:.0} [{lo:.0}–{hi:.0}]", med(m))
+        })
+        .collect();
+    println!(
+        "| {count} | {} | {:.2}× | {:.2}× | {lost} |",
+        cells.join(" | "),
+        ratio(Mode::Pid),
+        ratio(Mode::SystemWide)
+    );
+    let modes: serde_json::Map<String, Value> = GO_MODES
+        .iter()
+        .map(|&m| {
+            (
+                m.name().to_owned(),
+                json!({"median_ns": med(m), "runs_ns": ns[m.name()]}),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "binary": name,
+        "goroutines": count,
+        "modes": modes,
+        "pid_over_untraced": ratio(Mode::Pid),
+        "all_over_untraced": ratio(Mode::SystemWide),
+        "leaktrace_lost": lost,
+    }))
+}
+
 /// Where leaktrace's cost goes: each workload once under `leaktrace --pid` with the kernel
 /// counting time per program (`kernel.bpf_stats_enabled`, restored after). The rest of the
 /// added cost is the tracepoints' own, which the floor measures.
@@ -827,6 +920,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     });
     if runs(Section::Overhead) {
         results["overhead"] = overhead(&env, rounds.max(1), scale)?;
+    }
+    if runs(Section::Goroutines) {
+        let go = crate::golang::build_host()?;
+        let newest = crate::golang::GO_VERSIONS[crate::golang::GO_VERSIONS.len() - 1];
+        let program = go.bins.join(format!("leaky-go{newest}"));
+        results["goroutines"] = goroutines(&env, &program, rounds.max(1), scale)?;
     }
     if runs(Section::Profile) {
         results["profile"] = profile(&env, scale)?;
