@@ -753,3 +753,10 @@ static LICENSE: [u8; 4] = *b"GPL\0";
 pub fn floor(_ctx: TracePointContext) -> u32 {
     0
 }
+
+/// The goroutine probes' floor (`leaktrace __floor GO_BINARY…`): at the goroutine probe points,
+/// what the kernel charges for a uprobe hit and running any program there.
+#[uprobe]
+pub fn go_floor(_ctx: ProbeContext) -> u32 {
+    0
+}

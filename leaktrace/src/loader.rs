@@ -85,6 +85,8 @@ pub struct Probes {
     pub skipped: Vec<Skipped>,
     /// Probe slot → name, for the counters.
     slot_names: Vec<String>,
+    /// Loaded as the benchmark floor: empty programs in place of the real ones.
+    floor: bool,
 }
 
 const TASK_NEWTASK: (&str, &str) = ("task", "task_newtask");
@@ -197,6 +199,8 @@ pub struct GoLinks {
 
 /// The goroutine probes' programs: (program, probe slot name).
 const GO_PROBES: [(&str, &str); 2] = [("go_newproc", "go:newproc"), ("go_gdestroy", "go:gdestroy")];
+/// The empty program the benchmark floor attaches at both goroutine probe points instead.
+const GO_FLOOR: &str = "go_floor";
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe, Failure> {
     let prog: &mut UProbe = ebpf
@@ -269,12 +273,12 @@ impl Probes {
                 .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;
         }
         // Loaded now, attached per Go binary as they are found ([`Probes::attach_go`]).
-        if !opts.floor {
-            for (program, _) in GO_PROBES {
-                uprobe(&mut ebpf, program)?
-                    .load()
-                    .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;
-            }
+        let real = GO_PROBES.map(|(program, _)| program);
+        let go_programs: &[&str] = if opts.floor { &[GO_FLOOR] } else { &real };
+        for &program in go_programs {
+            uprobe(&mut ebpf, program)?
+                .load()
+                .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;
         }
         let already_skipped =
             |skipped: &[Skipped], name: &str| skipped.iter().any(|s| s.name == name);
@@ -367,6 +371,7 @@ impl Probes {
             attached,
             skipped,
             slot_names,
+            floor: opts.floor,
         })
     }
 
@@ -399,6 +404,7 @@ impl Probes {
             links: Vec::new(),
         };
         for ((program, _), offset) in GO_PROBES.into_iter().zip([points.create, points.exit]) {
+            let program = if self.floor { GO_FLOOR } else { program };
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),
                 cookie: Some(fields.cookie()),

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         return exit(target::gate_main(&args[2..]));
     }
     if args.get(1).is_some_and(|a| a == floor::FLOOR_ARG) {
-        return finish(floor::main());
+        return finish(floor::main(&args[2..]));
     }
     let cli = Cli::parse();
     // One thread: the event loop is sequential by design, and fewer threads to exclude.

@@ -4,6 +4,8 @@
 //!   under each [`Mode`], the modes alternating within a round so drift hits them alike. Per
 //!   workload: median ns/op with min–max per mode, and ratios of leaktrace (pid mode) to the
 //!   others from the same run, as ratios of the medians and as the min–max of per-round ratios.
+//! - goroutines: the Go reproducer's `churn` untraced, under the floor of the goroutine probes,
+//!   `leaktrace --pid` and `--all`.
 //! - throughput: the `fd-rate` generator at rising offered rates under `leaktrace --pid`: events
 //!   seen, lost records, leaktrace's CPU per million events and peak RSS.
 //! - memory: holder processes keep fds and threads; leaktrace's RSS against what it tracks; then
@@ -268,13 +270,24 @@ struct Seen {
 impl Tracer {
     /// Starts the tracer for `mode` on `pids` and returns once it is attached; None untraced.
     fn attach(env: &Env, mode: Mode, pids: &[u32]) -> Result<Option<Self>> {
+        Self::attach_with_go(env, mode, pids, None)
+    }
+
+    /// [`Self::attach`]; the floor also puts its empty program at the goroutine probe points
+    /// of `go_binary`.
+    fn attach_with_go(
+        env: &Env,
+        mode: Mode,
+        pids: &[u32],
+        go_binary: Option<&Path>,
+    ) -> Result<Option<Self>> {
         let log = env.dir.join(format!("{}.log", mode.name()));
         let report = env.dir.join(format!("{}.jsonl", mode.name()));
         let (mut cmd, ready) = match mode {
             Mode::Untraced => return Ok(None),
             Mode::Floor => {
                 let mut cmd = env.pinned(&env.leaktrace, true);
-                cmd.arg("__floor");
+                cmd.arg("__floor").args(go_binary);
                 (cmd, "attached ")
             }
             Mode::Pid | Mode::PidFp | Mode::SystemWide => {
@@ -512,13 +525,15 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
 /// Goroutines started and joined per run of the Go reproducer's `churn` benchmark (about 60 ms
 /// untraced here).
 const GO_CHURN: u64 = 200_000;
-/// How the churn runs: untraced, traced alone (probes on its process only), and system-wide
+/// How the churn runs: untraced, the floor (empty programs at the goroutine probe points: what
+/// the uprobe hits alone cost), traced alone (probes on its process only), and system-wide
 /// (probes on every process running the binary).
-const GO_MODES: [Mode; 3] = [Mode::Untraced, Mode::Pid, Mode::SystemWide];
+const GO_MODES: [Mode; 4] = [Mode::Untraced, Mode::Floor, Mode::Pid, Mode::SystemWide];
 
 /// What the goroutine probes cost: `churn` of the Go reproducer (tests/go/leaky) under each of
 /// [`GO_MODES`], alternating within each round, as ns per goroutine started and joined; ratios
-/// to untraced from the same run. Every goroutine is two uprobe hits (its start, its end).
+/// to untraced and to the floor from the same run. Every goroutine is two uprobe hits (its
+/// start, its end).
 fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Value> {
     let count = (GO_CHURN / scale).max(100);
     let name = program.file_name().unwrap_or_default().to_string_lossy();
@@ -527,10 +542,10 @@ fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Va
          {rounds} alternating rounds\n"
     );
     println!(
-        "| goroutines | {} | pid/untraced | all/untraced | lost |",
+        "| goroutines | {} | floor/untraced | pid/untraced | all/untraced | pid/floor | lost |",
         GO_MODES.map(Mode::name).join(" | ")
     );
-    println!("|---|{}", "---|".repeat(GO_MODES.len() + 3));
+    println!("|---|{}", "---|".repeat(GO_MODES.len() + 5));
     let mut ns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut lost = 0;
     for round in 0..rounds {
@@ -538,7 +553,7 @@ fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Va
             let mode = GO_MODES[(i + round) % GO_MODES.len()];
             let args = ["churn", "--count", &count.to_string(), "--wait-stdin"].map(String::from);
             let mut w = Workload::spawn_program(env, program, &args)?;
-            let tracer = Tracer::attach(env, mode, &[w.pid])?;
+            let tracer = Tracer::attach_with_go(env, mode, &[w.pid], Some(program))?;
             w.start()?;
             let result = w.expect("churn ")?;
             w.finish()?;
@@ -563,6 +578,7 @@ fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Va
     }
     let med = |m: Mode| median(&ns[m.name()]);
     let ratio = |m: Mode| med(m) / med(Mode::Untraced);
+    let pid_over_floor = med(Mode::Pid) / med(Mode::Floor);
     let cells: Vec<String> = GO_MODES
         .iter()
         .map(|&m| {
@@ -571,8 +587,9 @@ fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Va
         })
         .collect();
     println!(
-        "| {count} | {} | {:.2}× | {:.2}× | {lost} |",
+        "| {count} | {} | {:.2}× | {:.2}× | {:.2}× | {pid_over_floor:.2}× | {lost} |",
         cells.join(" | "),
+        ratio(Mode::Floor),
         ratio(Mode::Pid),
         ratio(Mode::SystemWide)
     );
@@ -589,8 +606,10 @@ fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Va
         "binary": name,
         "goroutines": count,
         "modes": modes,
+        "floor_over_untraced": ratio(Mode::Floor),
         "pid_over_untraced": ratio(Mode::Pid),
         "all_over_untraced": ratio(Mode::SystemWide),
+        "pid_over_floor": pid_over_floor,
         "leaktrace_lost": lost,
     }))
 }
