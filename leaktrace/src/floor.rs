@@ -37,7 +37,7 @@ pub fn main(go_binaries: &[std::ffi::OsString]) -> anyhow::Result<i32> {
         let shown = path.display().to_string();
         probes
             .attach_go(path, &shown, &binary.probes, fields, None)
-            .map_err(Failure::Kernel)?;
+            .map_err(|e| Failure::Kernel(e.message))?;
     }
     for s in &probes.skipped {
         eprintln!("leaktrace: floor: skipped {}: {}", s.name, s.reason);

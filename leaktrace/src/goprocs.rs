@@ -78,6 +78,11 @@ pub struct GoProcesses {
     binary_order: VecDeque<BinaryId>,
     /// Attached probes; None where attaching failed (not retried).
     links: HashMap<LinkKey, Option<GoLinks>>,
+    /// The kernel refused a uprobe for want of privilege: no more attempts.
+    denied: bool,
+    /// Tracing has started: skipped probes are said as they come (before, the start-up message
+    /// lists them).
+    started: bool,
     processes: HashMap<u32, GoProcess>,
     process_order: VecDeque<u32>,
     stats: GoStats,
@@ -90,6 +95,8 @@ impl GoProcesses {
             binaries: HashMap::new(),
             binary_order: VecDeque::new(),
             links: HashMap::new(),
+            denied: false,
+            started: false,
             processes: HashMap::new(),
             process_order: VecDeque::new(),
             stats: GoStats::default(),
@@ -168,7 +175,8 @@ impl GoProcesses {
                 Ok(None) => Inspected::NotGo,
                 Ok(Some(binary)) => Inspected::Go(Arc::new(binary)),
                 Err(e) => {
-                    unprobed(probes, &path.display().to_string(), format!("{e:#}"));
+                    let name = format!("go:{}", path.display());
+                    skip(self.started, probes, name, format!("{e:#}"));
                     Inspected::Unprobeable
                 }
             };
@@ -201,6 +209,9 @@ impl GoProcesses {
         if let Some(links) = self.links.get(&key) {
             return links.is_some();
         }
+        if self.denied {
+            return false;
+        }
         let shown = path.display().to_string();
         let layout = binary.layout;
         let fields = GoFields {
@@ -225,8 +236,19 @@ impl GoProcesses {
                 }
                 Some(links)
             }
+            Err(e) if e.denied => {
+                // Said once for all Go binaries, not once for each.
+                self.denied = true;
+                let reason = format!(
+                    "goroutine probes need CAP_SYS_ADMIN (uprobes); Go processes are traced for \
+                     threads and fds only ({})",
+                    e.message
+                );
+                skip(self.started, probes, "go".into(), reason);
+                None
+            }
             Err(e) => {
-                unprobed(probes, &shown, e);
+                skip(self.started, probes, format!("go:{shown}"), e.message);
                 None
             }
         };
@@ -269,6 +291,11 @@ impl GoProcesses {
         if runtime < frames.len() {
             frames.drain(..runtime);
         }
+    }
+
+    /// From now on skipped probes are said when they happen.
+    pub fn started(&mut self) {
+        self.started = true;
     }
 
     pub fn stats(&self) -> GoStats {
@@ -367,13 +394,13 @@ impl GoProcesses {
     }
 }
 
-/// A Go binary the goroutine probes cannot go on: said now, and listed with the skipped probes.
-fn unprobed(probes: &mut Probes, shown: &str, reason: String) {
-    eprintln!("leaktrace: no goroutine probes on {shown}: {reason}");
-    probes.skipped.push(Skipped {
-        name: format!("go:{shown}"),
-        reason,
-    });
+/// Goroutine probes that cannot go on: listed with the skipped probes, and said now once tracing
+/// has `started` (the start-up message lists those before).
+fn skip(started: bool, probes: &mut Probes, name: String, reason: String) {
+    if started {
+        eprintln!("leaktrace: skipped {name}: {reason}");
+    }
+    probes.skipped.push(Skipped { name, reason });
 }
 
 impl From<GoFrame> for GoPlace {

@@ -190,6 +190,15 @@ fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|e| kernel(format!("map {name}: {e}")))
 }
 
+/// Why [`Probes::attach_go`] failed.
+#[derive(Debug)]
+pub struct GoAttachError {
+    pub message: String,
+    /// The kernel refused for want of privilege (uprobes need CAP_SYS_ADMIN): no Go binary
+    /// will do better.
+    pub denied: bool,
+}
+
 /// The goroutine probes attached to one Go binary (for one process, or for all).
 pub struct GoLinks {
     /// As listed with the attached probes.
@@ -393,7 +402,7 @@ impl Probes {
         points: &ProbePoints,
         fields: GoFields,
         pid: Option<NonZeroU32>,
-    ) -> Result<GoLinks, String> {
+    ) -> Result<GoLinks, GoAttachError> {
         let scope = pid.map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let name = match pid {
             Some(pid) => format!("go:{shown} (pid {pid})"),
@@ -410,11 +419,23 @@ impl Probes {
                 cookie: Some(fields.cookie()),
             };
             let result = uprobe(&mut self.ebpf, program)
-                .map_err(|e| e.to_string())
+                .map_err(|e| GoAttachError {
+                    message: e.to_string(),
+                    denied: false,
+                })
                 .and_then(|prog| {
                     prog.attach(point, path, scope).map_err(|e| {
                         let e = anyhow::Error::from(e);
-                        format!("uprobe {program} at {offset:#x} of {shown}: {e:#}")
+                        let denied = e.chain().any(|cause| {
+                            cause
+                                .downcast_ref::<std::io::Error>()
+                                .and_then(std::io::Error::raw_os_error)
+                                .is_some_and(|errno| matches!(errno, libc::EPERM | libc::EACCES))
+                        });
+                        GoAttachError {
+                            message: format!("uprobe {program} at {offset:#x} of {shown}: {e:#}"),
+                            denied,
+                        }
                     })
                 });
             match result {

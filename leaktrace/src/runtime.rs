@@ -559,6 +559,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     for s in &session.probes.skipped {
         eprintln!("leaktrace: skipped {}: {}", s.name, s.reason);
     }
+    session.go.started();
     if let Some(listener) = listener {
         let shared = Arc::new(Mutex::new(Exposition::default()));
         eprintln!(
