@@ -211,22 +211,23 @@ const GO_PROBES: [(&str, &str); 2] = [("go_newproc", "go:newproc"), ("go_gdestro
 /// The empty program the benchmark floor attaches at both goroutine probe points instead.
 const GO_FLOOR: &str = "go_floor";
 
-fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe, Failure> {
-    let prog: &mut UProbe = ebpf
-        .program_mut(program)
-        .ok_or_else(|| kernel(format!("eBPF object has no program {program}")))?
+/// The program `name` of the object, as the type its section says it is.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, Failure>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| kernel(format!("eBPF object has no program {name}")))?
         .try_into()
-        .map_err(|e| kernel(format!("program {program}: {e}")))?;
-    Ok(prog)
+        .map_err(|e| kernel(format!("program {name}: {e}")))
 }
 
-fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut TracePoint, Failure> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| kernel(format!("eBPF object has no program {program}")))?
-        .try_into()
-        .map_err(|e| kernel(format!("program {program}: {e}")))?;
-    Ok(prog)
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, Failure> {
+    program(ebpf, name)
+}
+
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, Failure> {
+    program(ebpf, name)
 }
 
 impl Probes {

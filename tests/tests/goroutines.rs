@@ -25,7 +25,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{go_binary, require_root, Repro};
+use common::{go_binary, require_root, symbols, Repro};
 
 /// Leak calls per run, one every [`INTERVAL_MS`]: 3 s of growth, seen by several 1 s reports.
 const CALLS: u64 = 30;
@@ -161,18 +161,6 @@ fn go_statement_line(function: &str) -> u64 {
         .position(|l| l.trim_start().starts_with("go "))
         .unwrap_or_else(|| panic!("no go statement in {function}"));
     (start + offset + 1) as u64
-}
-
-fn symbols(finding: &Value) -> Vec<String> {
-    finding["frames"]
-        .as_array()
-        .map(|frames| {
-            frames
-                .iter()
-                .map(|f| f["symbol"].as_str().unwrap_or("?").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn function_of(site: &Value) -> Option<&str> {

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{binary, leaktrace, reproducer_path, require_root, Lines, Repro};
+use common::{binary, leaktrace, reproducer_path, require_root, symbols, Lines, Repro};
 
 /// A tracer with the JSON output and short intervals these tests read.
 struct Tracer(common::Tracer);
@@ -91,18 +91,6 @@ impl Output {
             assert_eq!(h[field], 0, "{field} in {h}");
         }
     }
-}
-
-fn symbols(finding: &Value) -> Vec<String> {
-    finding["frames"]
-        .as_array()
-        .map(|frames| {
-            frames
-                .iter()
-                .map(|f| f["symbol"].as_str().unwrap_or("?").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What /proc says a process holds: thread count and fds by kind (classified independently of

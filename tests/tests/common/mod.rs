@@ -289,3 +289,16 @@ pub fn go_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The symbols of a finding's frames, innermost first ("?" where unknown).
+pub fn symbols(finding: &serde_json::Value) -> Vec<String> {
+    finding["frames"]
+        .as_array()
+        .map(|frames| {
+            frames
+                .iter()
+                .map(|f| f["symbol"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
