@@ -23,8 +23,12 @@ use crate::{
     procmem,
 };
 
-/// Binaries inspected at most (each holds its .gopclntab): least recently seen dropped first.
+/// Binaries inspected at most (each holds its .gopclntab): the oldest inspected dropped first.
 const MAX_BINARIES: usize = 256;
+/// Sets of goroutine probes attached at once (two uprobes each). Per-process ones go with their
+/// process; system-wide ones stay, one per Go binary ever run (every `go build` makes a new one),
+/// so past this bound new binaries are not probed, and that is said.
+const MAX_LINKS: usize = 1024;
 /// Processes remembered at most, exited ones included (their findings outlive them).
 const MAX_PROCESSES: usize = 4096;
 /// `go` statements per process whose package is remembered (see [`GoProcesses::is_runtime_own`]).
@@ -80,6 +84,8 @@ pub struct GoProcesses {
     links: HashMap<LinkKey, Option<GoLinks>>,
     /// The kernel refused a uprobe for want of privilege: no more attempts.
     denied: bool,
+    /// [`MAX_LINKS`] was reached (said once).
+    full: bool,
     /// Tracing has started: skipped probes are said as they come (before, the start-up message
     /// lists them).
     started: bool,
@@ -96,6 +102,7 @@ impl GoProcesses {
             binary_order: VecDeque::new(),
             links: HashMap::new(),
             denied: false,
+            full: false,
             started: false,
             processes: HashMap::new(),
             process_order: VecDeque::new(),
@@ -212,6 +219,18 @@ impl GoProcesses {
         if self.denied {
             return false;
         }
+        if self.links.len() >= MAX_LINKS {
+            if !self.full {
+                self.full = true;
+                let reason = format!(
+                    "{MAX_LINKS} Go binaries or processes probed already (the bound): {} and \
+                     those after it are traced for threads and fds only",
+                    path.display()
+                );
+                skip(self.started, probes, "go".into(), reason);
+            }
+            return false;
+        }
         let shown = path.display().to_string();
         let layout = binary.layout;
         let fields = GoFields {
@@ -323,25 +342,7 @@ impl GoProcesses {
         // gopc is a return address: the call is the instruction before it.
         let created_at = detail.gopc.checked_sub(1).and_then(place);
         let start = place(detail.startpc);
-        let std_made = created_at
-            .as_ref()
-            .is_none_or(|c| goruntime::is_std(&c.function));
-        // The user code that called into the library: on the creating goroutine's own stack
-        // (os/exec's copiers), else on an ancestor's (net/http's connection loops, started by a
-        // dialer goroutine the request started).
-        let caused_by = std_made
-            .then(|| {
-                let stacks = std::iter::once(frames).chain(lineage.iter().map(Vec::as_slice));
-                stacks.flatten().find_map(|frame| {
-                    let symbol = frame.symbol.as_deref()?;
-                    (!goruntime::is_std(symbol)).then(|| GoPlace {
-                        function: symbol.to_owned(),
-                        file: frame.file.clone(),
-                        line: frame.line,
-                    })
-                })
-            })
-            .flatten();
+        let caused_by = caused_by(created_at.as_ref(), frames, lineage);
         let mut waits: BTreeMap<String, u64> = BTreeMap::new();
         let mut read = 0;
         if !finding.exited {
@@ -413,6 +414,30 @@ impl From<GoFrame> for GoPlace {
     }
 }
 
+/// For goroutines whose `go` statement (`created_at`) is the standard library's, the user code
+/// that called into it: the first frame outside the standard library on their creation stack
+/// (`frames`: os/exec's copiers), else on an ancestor's (`lineage`: net/http's connection loops,
+/// started by a dialer goroutine the request started). None when the program's own code ran the
+/// `go` statement, or no user frame is known.
+fn caused_by(
+    created_at: Option<&GoPlace>,
+    frames: &[Frame],
+    lineage: &[Vec<Frame>],
+) -> Option<GoPlace> {
+    if created_at.is_some_and(|site| !goruntime::is_std(&site.function)) {
+        return None;
+    }
+    let stacks = std::iter::once(frames).chain(lineage.iter().map(Vec::as_slice));
+    stacks.flatten().find_map(|frame| {
+        let symbol = frame.symbol.as_deref()?;
+        (!goruntime::is_std(symbol)).then(|| GoPlace {
+            function: symbol.to_owned(),
+            file: frame.file.clone(),
+            line: frame.line,
+        })
+    })
+}
+
 /// What goroutine `goid` at `g` is doing: its wait reason while it waits, else its status.
 /// None when its g cannot be read or holds another goroutine now (it ended since the report's
 /// snapshot, and the runtime reused the g).
@@ -467,4 +492,69 @@ fn load_bias(pid: u32, exe: &Path) -> Option<u64> {
             .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
             .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(symbol: &str) -> Frame {
+        Frame {
+            symbol: Some(symbol.to_owned()),
+            file: Some("x.go".to_owned()),
+            line: Some(7),
+            ..Frame::default()
+        }
+    }
+
+    fn place(function: &str) -> GoPlace {
+        GoPlace {
+            function: function.to_owned(),
+            file: Some("x.go".to_owned()),
+            line: Some(7),
+        }
+    }
+
+    #[test]
+    fn the_library_s_goroutines_are_blamed_on_the_nearest_user_frame() {
+        // os/exec: the user frame is on the goroutines' own creation stack.
+        let exec = [frame("os/exec.(*Cmd).Start"), frame("main.leakExecNoWait")];
+        let site = place("os/exec.(*Cmd).Start");
+        assert_eq!(
+            caused_by(Some(&site), &exec, &[]).map(|p| p.function),
+            Some("main.leakExecNoWait".to_owned())
+        );
+        // net/http: only the library's frames on their own stack and their parent's; the
+        // grandparent's has the request.
+        let own = [frame("net/http.(*Transport).dialConn")];
+        let lineage = vec![
+            vec![frame("net/http.(*Transport).queueForDial")],
+            vec![frame("net/http.(*Client).Get"), frame("main.leakHTTPBody")],
+        ];
+        let site = place("net/http.(*Transport).dialConn");
+        assert_eq!(
+            caused_by(Some(&site), &own, &lineage).map(|p| p.function),
+            Some("main.leakHTTPBody".to_owned())
+        );
+        // The program's own go statement needs no cause; nor is one made up.
+        assert_eq!(caused_by(Some(&place("main.leak")), &exec, &lineage), None);
+        assert_eq!(caused_by(Some(&site), &own, &[]), None);
+    }
+
+    #[test]
+    fn creation_stacks_start_at_the_go_statement() {
+        let mut frames = vec![
+            frame("runtime.newproc.func1"),
+            frame("runtime.systemstack.abi0"),
+            frame("main.leak"),
+            frame("runtime.goexit.abi0"),
+        ];
+        GoProcesses::trim_creation(&mut frames);
+        let names: Vec<_> = frames.iter().filter_map(|f| f.symbol.as_deref()).collect();
+        assert_eq!(names, ["main.leak", "runtime.goexit.abi0"]);
+        // All the runtime's (its own goroutines): kept whole.
+        let mut runtime = vec![frame("runtime.newproc"), frame("runtime.main")];
+        GoProcesses::trim_creation(&mut runtime);
+        assert_eq!(runtime.len(), 2);
+    }
 }
