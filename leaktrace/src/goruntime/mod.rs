@@ -48,6 +48,9 @@ pub struct GoBinary {
     /// version, not read from the binary.
     pub stripped: bool,
     pie: bool,
+    /// The virtual address of file offset 0 (a PIE is linked at 0x400000 like any Go binary,
+    /// and loaded elsewhere).
+    image_base: u64,
     pclntab: Pclntab,
     wait_reasons: WaitReasons,
 }
@@ -156,6 +159,12 @@ impl GoBinary {
     /// Whether the binary is position independent (ET_DYN): then runtime addresses = vaddr + bias.
     pub fn is_pie(&self) -> bool {
         self.pie
+    }
+
+    /// The virtual address of file offset 0: a PIE's bias is where the kernel mapped offset 0
+    /// minus this.
+    pub fn image_base(&self) -> u64 {
+        self.image_base
     }
 }
 
@@ -319,6 +328,11 @@ fn inspect_elf<'data, R: ReadRef<'data>>(
         probes,
         stripped: elf.symbol_table().is_none(),
         pie: elf.kind() == ObjectKind::Dynamic,
+        image_base: elf
+            .segments()
+            .filter_map(|segment| segment.address().checked_sub(segment.file_range().0))
+            .min()
+            .unwrap_or(0),
         pclntab,
         wait_reasons,
     }))
