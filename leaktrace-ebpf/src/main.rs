@@ -317,30 +317,26 @@ pub fn fd_syscall_enter(ctx: TracePointContext) -> u32 {
                 return 0;
             };
             if flags & CLONE_PIDFD != 0 {
-                let pending = PendingCall {
-                    nr,
-                    _pad: 0,
-                    args: [flags, 0, pidfd],
-                };
-                if PENDING.insert(tid, pending, 0).is_err() {
-                    count(spec.probe, Counter::PendingFull);
-                }
+                pend(spec.probe, tid, nr, [flags, 0, pidfd]);
             }
         }
         shape if shape.needs_entry_args() => {
-            let pending = PendingCall {
-                nr,
-                _pad: 0,
-                // Arguments past the sixth do not exist; clamp so the read stays inside the record.
-                args: [arg(0), arg(1), arg(u32::from(spec.arg).min(5))],
-            };
-            if PENDING.insert(tid, pending, 0).is_err() {
-                count(spec.probe, Counter::PendingFull);
-            }
+            // Arguments past the sixth do not exist; clamp so the read stays inside the record.
+            let args = [arg(0), arg(1), arg(u32::from(spec.arg).min(5))];
+            pend(spec.probe, tid, nr, args);
         }
         _ => {}
     }
     0
+}
+
+/// Keeps syscall `nr`'s arguments for its exit on thread `tid`.
+#[inline(always)]
+fn pend(probe: u16, tid: u32, nr: u32, args: [u64; 3]) {
+    let pending = PendingCall { nr, _pad: 0, args };
+    if PENDING.insert(tid, pending, 0).is_err() {
+        count(probe, Counter::PendingFull);
+    }
 }
 
 /// Exit of an fd syscall: on success, report the fds it created (or the range it closed).

@@ -410,14 +410,38 @@ fn min_max(v: &[f64]) -> (f64, f64) {
         })
 }
 
-/// One timed run of `workload` under `mode`: ns per operation and leaktrace's counts.
-fn run_workload(env: &Env, workload: &str, ops: u64, mode: Mode) -> Result<(f64, Seen)> {
-    let mut w = Workload::spawn(env, &[workload.into(), "--ops".into(), ops.to_string()])?;
-    let tracer = Tracer::attach(env, mode, &[w.pid])?;
+/// Runs a started-on-demand workload `w` under `mode` to its end: its line starting with
+/// `prefix` and what the tracer saw. `go_binary`: the floor also covers its goroutine probes.
+fn traced_run(
+    env: &Env,
+    mut w: Workload,
+    mode: Mode,
+    go_binary: Option<&Path>,
+    prefix: &str,
+) -> Result<(String, Seen)> {
+    let tracer = Tracer::attach_with_go(env, mode, &[w.pid], go_binary)?;
     w.start()?;
-    let result = w.expect("result ")?;
+    let result = w.expect(prefix)?;
     w.finish()?;
     let seen = tracer.map(Tracer::stop).transpose()?.unwrap_or_default();
+    Ok((result, seen))
+}
+
+/// Median [min–max] per mode, as table cells.
+fn median_cells(modes: &[Mode], ns: &BTreeMap<&str, Vec<f64>>) -> Vec<String> {
+    modes
+        .iter()
+        .map(|&m| {
+            let (lo, hi) = min_max(&ns[m.name()]);
+            format!("{:.0} [{lo:.0}–{hi:.0}]", median(&ns[m.name()]))
+        })
+        .collect()
+}
+
+/// One timed run of `workload` under `mode`: ns per operation and leaktrace's counts.
+fn run_workload(env: &Env, workload: &str, ops: u64, mode: Mode) -> Result<(f64, Seen)> {
+    let w = Workload::spawn(env, &[workload.into(), "--ops".into(), ops.to_string()])?;
+    let (result, seen) = traced_run(env, w, mode, None, "result ")?;
     if matches!(mode, Mode::Pid | Mode::PidFp) {
         ensure!(
             seen.events > 0,
@@ -472,13 +496,7 @@ fn overhead(env: &Env, rounds: usize, scale: u64) -> Result<Value> {
         let fp_over_untraced = med(Mode::PidFp) / med(Mode::Untraced);
         let base = med(Mode::Untraced);
         let added = |m: Mode| med(m) - base;
-        let cells: Vec<String> = MODES
-            .iter()
-            .map(|&m| {
-                let (lo, hi) = min_max(&ns[m.name()]);
-                format!("{:.0} [{lo:.0}–{hi:.0}]", med(m))
-            })
-            .collect();
+        let cells = median_cells(&MODES, &ns);
         let ratio_cell = |m: Mode| {
             let (r, lo, hi) = ratio(m);
             format!("{r:.2}× [{lo:.2}–{hi:.2}]")
@@ -552,12 +570,8 @@ fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Va
         for i in 0..GO_MODES.len() {
             let mode = GO_MODES[(i + round) % GO_MODES.len()];
             let args = ["churn", "--count", &count.to_string(), "--wait-stdin"].map(String::from);
-            let mut w = Workload::spawn_program(env, program, &args)?;
-            let tracer = Tracer::attach_with_go(env, mode, &[w.pid], Some(program))?;
-            w.start()?;
-            let result = w.expect("churn ")?;
-            w.finish()?;
-            let seen = tracer.map(Tracer::stop).transpose()?.unwrap_or_default();
+            let w = Workload::spawn_program(env, program, &args)?;
+            let (result, seen) = traced_run(env, w, mode, Some(program), "churn ")?;
             if mode == Mode::Pid {
                 // Each goroutine's start and end, at least (the runtime's own come on top).
                 ensure!(
@@ -579,13 +593,7 @@ fn goroutines(env: &Env, program: &Path, rounds: usize, scale: u64) -> Result<Va
     let med = |m: Mode| median(&ns[m.name()]);
     let ratio = |m: Mode| med(m) / med(Mode::Untraced);
     let pid_over_floor = med(Mode::Pid) / med(Mode::Floor);
-    let cells: Vec<String> = GO_MODES
-        .iter()
-        .map(|&m| {
-            let (lo, hi) = min_max(&ns[m.name()]);
-            format!("{:.0} [{lo:.0}–{hi:.0}]", med(m))
-        })
-        .collect();
+    let cells = median_cells(&GO_MODES, &ns);
     println!(
         "| {count} | {} | {:.2}× | {:.2}× | {:.2}× | {pid_over_floor:.2}× | {lost} |",
         cells.join(" | "),

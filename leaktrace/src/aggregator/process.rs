@@ -338,24 +338,21 @@ impl Process {
                 },
             );
         }
-        let live = |groups: &mut Groups| LiveGoroutine {
-            created: Ns::new(ts_ns),
-            group: groups.enter(GroupKey::goroutine(stack), ts_ns),
-            g: goroutine.g,
-        };
-        if let Some(old) = self.goroutines.get(&goroutine.goid) {
+        if let Some(old) = self.goroutines.remove(&goroutine.goid) {
             // Goids are never reused in a process: its exit was missed.
             out.counters.resync_mismatches += 1;
-            let (group, created_ns) = (old.group, old.created.get());
-            self.groups.destroy(Some(group), created_ns, ts_ns);
-            let fresh = live(&mut self.groups);
-            self.goroutines.insert(goroutine.goid, fresh);
+            self.groups
+                .destroy(Some(old.group), old.created.get(), ts_ns);
         } else if self.is_full() {
             self.drop_object(out);
-        } else {
-            let fresh = live(&mut self.groups);
-            self.goroutines.insert(goroutine.goid, fresh);
+            return;
         }
+        let live = LiveGoroutine {
+            created: Ns::new(ts_ns),
+            group: self.groups.enter(GroupKey::goroutine(stack), ts_ns),
+            g: goroutine.g,
+        };
+        self.goroutines.insert(goroutine.goid, live);
     }
 
     /// Goroutine `goid` ended. One created before tracing began was never tracked.
@@ -687,14 +684,17 @@ impl Process {
         #[cfg(test)]
         self.check_paths();
         self.groups.tick(now_ns, limits);
-        // A site outlives its goroutines only until their group is dropped.
-        let held: HashSet<Option<StackRef>> = self
-            .groups
-            .iter()
-            .filter(|(_, group)| group.key.resource == Resource::Goroutine)
-            .map(|(_, group)| group.key.stack)
-            .collect();
-        self.go_sites.retain(|stack, _| held.contains(stack));
+        // A site outlives its goroutines only until their group is dropped. (Most processes
+        // run no Go: nothing to look at.)
+        if !self.go_sites.is_empty() {
+            let held: HashSet<Option<StackRef>> = self
+                .groups
+                .iter()
+                .filter(|(_, group)| group.key.resource == Resource::Goroutine)
+                .map(|(_, group)| group.key.stack)
+                .collect();
+            self.go_sites.retain(|stack, _| held.contains(stack));
+        }
         self.thread_exits.rotate();
         self.fd_closes.rotate();
     }
