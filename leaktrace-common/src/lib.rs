@@ -189,7 +189,9 @@ impl FdOp {
     }
 }
 
-/// Kind of object behind an fd, as far as the creating syscall tells.
+/// Kind of object behind an fd, as far as the creating syscall tells; for an fd seen only by the
+/// `fd_install` kprobe (no fd syscall tracepoint reports it), where it came from instead:
+/// [`FdKind::Received`], [`FdKind::IoUring`] or [`FdKind::Installed`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FdKind {
@@ -207,6 +209,14 @@ pub enum FdKind {
     Other = 12,
     /// A duplicate: the kind is that of the source fd, which only userspace knows.
     Inherit = 13,
+    /// Received from another process over a unix socket (SCM_RIGHTS): installed during recvmsg
+    /// or recvmmsg.
+    Received = 14,
+    /// Created by io_uring: installed during io_uring_enter, or by one of the process's io_uring
+    /// kernel threads (`iou-wrk-*`, `iou-sqp-*`).
+    IoUring = 15,
+    /// Installed during a syscall the tracepoints do not follow (an ioctl, seccomp, mq_open, …).
+    Installed = 16,
 }
 
 impl FdKind {
@@ -225,6 +235,9 @@ impl FdKind {
             11 => Self::PidFd,
             12 => Self::Other,
             13 => Self::Inherit,
+            14 => Self::Received,
+            15 => Self::IoUring,
+            16 => Self::Installed,
             _ => return None,
         })
     }
@@ -356,12 +369,18 @@ impl GoFields {
 
 /// How the generic syscall programs treat one syscall number; userspace fills the table from
 /// the architecture's syscall numbers, so the eBPF object is the same on x86_64 and aarch64.
+///
+/// The `fd_install` kprobe reads the same table for the syscall the current thread is in: an
+/// entry with a shape is reported by the tracepoints, so the kprobe leaves its fds alone; an
+/// entry without one gives the kind of the fds installed during that syscall
+/// ([`FdKind::Received`] for recvmsg, …), and no entry at all means [`FdKind::Installed`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallSpec {
-    /// A [`Shape`]; 0 means the syscall is not traced.
+    /// A [`Shape`]; 0 means the syscall programs do not trace the syscall.
     pub shape: u8,
-    /// The [`FdKind`] the syscall creates.
+    /// The [`FdKind`] the syscall creates (with a shape), or that fds `fd_install` installs
+    /// during it are reported as (without one); 0: none.
     pub kind: u8,
     /// Which syscall argument (0-5) holds the path / fd-array pointer / source fd.
     pub arg: u8,
@@ -445,7 +464,9 @@ impl Probe {
     pub const FUTEX_WAITV: u16 = 4;
     pub const GOROUTINE_NEW: u16 = 5;
     pub const GOROUTINE_EXIT: u16 = 6;
-    pub const FIRST_SYSCALL: u16 = 7;
+    /// The `fd_install` kprobe: fds no fd syscall tracepoint reports.
+    pub const FD_INSTALL: u16 = 7;
+    pub const FIRST_SYSCALL: u16 = 8;
 
     pub const fn syscall(index: u16) -> u16 {
         Self::FIRST_SYSCALL + index
@@ -584,4 +605,26 @@ mod pod {
     unsafe impl aya::Pod for super::PendingCall {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::InFlightWait {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fd_kind_round_trips_and_no_other_value_decodes() {
+        let mut kinds = 0;
+        for v in 0..=u8::MAX {
+            if let Some(kind) = FdKind::from_u8(v) {
+                assert_eq!(kind as u8, v);
+                kinds += 1;
+            }
+        }
+        assert_eq!(kinds, 16);
+        assert_eq!(FdKind::from_u8(14), Some(FdKind::Received));
+        assert_eq!(FdKind::from_u8(15), Some(FdKind::IoUring));
+        assert_eq!(FdKind::from_u8(16), Some(FdKind::Installed));
+        assert_eq!(FdKind::from_u8(0), None);
+        assert_eq!(FdKind::from_u8(17), None);
+    }
 }

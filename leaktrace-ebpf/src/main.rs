@@ -1,5 +1,6 @@
 //! leaktrace's kernel side: tracepoint programs that see threads and fds come and go in the
-//! traced processes and stream one record per event to userspace.
+//! traced processes and stream one record per event to userspace, and a kprobe on `fd_install`
+//! (where the kernel has kprobes) for the fds no fd syscall tracepoint reports.
 //!
 //! Small and read-only: the programs never write user memory or change a return value. They
 //! filter first (traced tgid, never the tracer), so an untraced process costs one map lookup.
@@ -12,11 +13,11 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
         generated::{self, bpf_task_pt_regs},
     },
-    macros::{map, tracepoint, uprobe},
+    macros::{kprobe, map, tracepoint, uprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{tracing::StackIdContext, ProbeContext, TracePointContext},
     EbpfContext as _,
@@ -444,10 +445,12 @@ pub fn fd_syscall_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A creation record with the creator's user stack, and before it the stack sample: shared by the
+/// syscall exits and the `fd_install` kprobe.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit_created(
-    ctx: &TracePointContext,
+    ctx: &impl StackIdContext,
     cfg: &Config,
     op: FdOp,
     kind: u8,
@@ -588,6 +591,84 @@ fn sample_stack(cfg: &Config, probe: u16, stack_id: i32, ts: u64, tgid: u32, tid
 }
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 compile_error!("leaktrace reads user registers on x86_64 and aarch64 only");
+
+/// The syscall the current thread is in, from the user registers saved at its entry; None when
+/// it is in none (-1) or they cannot be read.
+#[inline(always)]
+fn current_syscall() -> Option<u32> {
+    // SAFETY: as in `user_regs`; one field is read, checked by the helper.
+    let nr: i64 = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        #[cfg(bpf_target_arch = "x86_64")]
+        let nr = bpf_probe_read_kernel(
+            regs.add(core::mem::offset_of!(pt_regs, orig_rax))
+                .cast::<i64>(),
+        )
+        .ok()?;
+        // The kernel's arm64 `struct pt_regs` is { u64 regs[31], sp, pc, pstate; u64 orig_x0;
+        // s32 syscallno; … }: syscallno at 34 * 8 + 8 = 280. aya's aarch64 `pt_regs` binding is
+        // the user-visible `user_pt_regs`, which stops at pstate, so it is read at its offset.
+        #[cfg(bpf_target_arch = "aarch64")]
+        let nr = i64::from(bpf_probe_read_kernel(regs.add(280).cast::<i32>()).ok()?);
+        nr
+    };
+    u32::try_from(nr).ok()
+}
+
+/// Whether the current thread is one of io_uring's kernel threads, which belong to the process
+/// whose ring they serve: `iou-wrk-<tid>` (io-wq workers, which run blocking requests) and
+/// `iou-sqp-<tid>` (the SQPOLL thread, which submits). Their saved user registers are not a
+/// syscall of theirs, so the name is what tells.
+#[inline(always)]
+fn io_uring_thread() -> bool {
+    let Ok([a, b, c, d, e, f, g, ..]) = bpf_get_current_comm() else {
+        return false;
+    };
+    // The first seven bytes as one integer: two compares, no byte loop (nor a memcmp, which
+    // eBPF does not have).
+    let head = u64::from_le_bytes([a, b, c, d, e, f, g, 0]);
+    head == u64::from_le_bytes(*b"iou-wrk\0") || head == u64::from_le_bytes(*b"iou-sqp\0")
+}
+
+/// `fd_install(fd, file)`: every fd the kernel gives a process passes here once. The syscall
+/// tracepoints already report the fd syscalls in `SYSCALLS`; the rest are fds received over a
+/// unix socket (SCM_RIGHTS, in recvmsg/recvmmsg), created by io_uring, or installed by any other
+/// syscall (an ioctl, …): reported here as opened, with the kind saying which. A kprobe, so it
+/// is attached only where the kernel has kprobes; on every hit it costs one target lookup, and
+/// in a traced process one more lookup in the syscall table.
+#[kprobe]
+pub fn fd_install(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let probe = Probe::FD_INSTALL;
+    let Some(fd) = ctx.arg::<u32>(0) else {
+        return 0;
+    };
+    let kind = if io_uring_thread() {
+        FdKind::IoUring as u8
+    } else {
+        match current_syscall().and_then(|nr| SYSCALLS.get(nr)) {
+            // A tracepoint reports it.
+            Some(spec) if spec.shape != 0 => return 0,
+            Some(spec) if spec.kind != 0 => spec.kind,
+            _ => FdKind::Installed as u8,
+        }
+    };
+    emit_created(
+        &ctx,
+        &cfg,
+        FdOp::Open,
+        kind,
+        probe,
+        tgid,
+        tid,
+        i64::from(fd),
+        -1,
+    );
+    0
+}
 
 /// Records an in-flight wait. The futex path is hot: untraced processes leave at the first
 /// lookup, and a traced wait costs a copy of four registers and one map update: no stack walk
@@ -754,5 +835,11 @@ pub fn floor(_ctx: TracePointContext) -> u32 {
 /// what the kernel charges for a uprobe hit and running any program there.
 #[uprobe]
 pub fn go_floor(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+/// The `fd_install` kprobe's floor: what the kernel charges for a kprobe hit there.
+#[kprobe]
+pub fn fd_install_floor(_ctx: ProbeContext) -> u32 {
     0
 }

@@ -79,6 +79,9 @@ fn fd_kind(kind: u8) -> Result<Option<FdKind>, DecodeError> {
             K::MemFd => FdKind::MemFd,
             K::PidFd => FdKind::PidFd,
             K::Other => FdKind::Other,
+            K::Received => FdKind::Received,
+            K::IoUring => FdKind::IoUring,
+            K::Installed => FdKind::Installed,
             K::Inherit => return Ok(None),
         },
     ))
@@ -352,6 +355,37 @@ mod tests {
                 last: u32::MAX
             }
         );
+    }
+
+    #[test]
+    fn fds_only_fd_install_sees_decode_to_the_kind_of_where_they_came_from() {
+        for (abi_kind, kind) in [
+            (abi::FdKind::Received, FdKind::Received),
+            (abi::FdKind::IoUring, FdKind::IoUring),
+            (abi::FdKind::Installed, FdKind::Installed),
+        ] {
+            let mut open = fd_event(abi::FdOp::Open, abi_kind, 12, -1);
+            open.header.probe = abi::Probe::FD_INSTALL;
+            assert_eq!(
+                decode_event(&bytes_of(&open)).unwrap().what,
+                What::FdOpen {
+                    fds: FdPair::One(12),
+                    kind,
+                    stack: Some(9),
+                    path: None
+                }
+            );
+            assert!(kind.is_origin());
+        }
+        assert_eq!(FdKind::Received.as_str(), "received");
+        assert_eq!(FdKind::IoUring.as_str(), "io_uring");
+        assert_eq!(FdKind::Installed.as_str(), "installed");
+        // /proc never says where an fd came from.
+        assert!(FdKind::ALL
+            .iter()
+            .filter(|k| k.is_origin())
+            .all(|k| FdKind::from_link(k.as_str()) != *k));
+        assert!(!FdKind::File.is_origin());
     }
 
     #[test]

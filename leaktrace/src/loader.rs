@@ -1,12 +1,16 @@
 //! Loads the eBPF object, fits it to this kernel (tracepoint layouts, syscall numbers), attaches
 //! every probe the kernel offers, and lists the ones it could not attach with the reason.
+//!
+//! Fds are traced with syscall tracepoints, which every kernel leaktrace runs on has; where the
+//! kernel also has kprobes, a kprobe on `fd_install` adds the fds no fd syscall reports (received
+//! over SCM_RIGHTS, created by io_uring, installed by an ioctl, …): see [`FdMode`].
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
         trace_point::TracePointLink,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
-        TracePoint, UProbe,
+        KProbe, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
@@ -17,7 +21,12 @@ use leaktrace_common::{
 };
 use serde::Serialize;
 
-use crate::{failure::Failure, goruntime::ProbePoints, syscalls::FD_SYSCALLS, tracefs::Tracefs};
+use crate::{
+    failure::Failure,
+    goruntime::ProbePoints,
+    syscalls::{syscall_number, FD_SYSCALLS, INSTALLING_SYSCALLS},
+    tracefs::Tracefs,
+};
 
 /// The eBPF object built by build.rs, embedded in the binary.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace"));
@@ -40,6 +49,97 @@ pub struct LoadOptions {
 pub struct Skipped {
     pub name: String,
     pub reason: String,
+}
+
+/// How fds are traced: what the report says, so a reader knows which fds it can show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum FdMode {
+    /// Syscall tracepoints and the `fd_install` kprobe: every fd the process gets, including
+    /// those received over SCM_RIGHTS, created by io_uring or installed by other syscalls.
+    #[serde(rename = "tracepoints+kprobe")]
+    TracepointsAndKprobe,
+    /// Syscall tracepoints only (no kprobes, or the kprobe could not be attached): fds that
+    /// arrive without an fd syscall are not seen.
+    #[default]
+    #[serde(rename = "tracepoints")]
+    Tracepoints,
+    /// No fd tracing: the syscall tracepoints are unusable.
+    #[serde(rename = "none")]
+    None,
+}
+
+impl FdMode {
+    /// As in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TracepointsAndKprobe => "tracepoints+kprobe",
+            Self::Tracepoints => "tracepoints",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The name the `fd_install` kprobe is listed under, attached or skipped.
+pub const FD_INSTALL_PROBE: &str = "kprobe:fd_install";
+/// What is missing without it, for the skipped probe's reason.
+const WITHOUT_FD_INSTALL: &str =
+    "fds received over SCM_RIGHTS, created by io_uring or installed by other syscalls are not seen";
+
+/// Whether this kernel can run a kprobe on `function`: Err says why not. It needs the kprobe PMU
+/// (perf's `kprobe` event source, which aya attaches through) and the function among those that
+/// can be probed (tracefs's list, or the kernel's symbols when that cannot be read).
+fn kprobe_support(function: &str) -> Result<(), String> {
+    let pmu = "/sys/bus/event_source/devices/kprobe/type";
+    if !std::path::Path::new(pmu).exists() {
+        return Err(format!(
+            "this kernel has no kprobes (no {pmu}): {WITHOUT_FD_INSTALL}"
+        ));
+    }
+    let listings: [(&str, Lists); 3] = [
+        (
+            "/sys/kernel/tracing/available_filter_functions",
+            lists_filter_function,
+        ),
+        (
+            "/sys/kernel/debug/tracing/available_filter_functions",
+            lists_filter_function,
+        ),
+        ("/proc/kallsyms", lists_kernel_symbol),
+    ];
+    // The first list that can be read decides; none readable: try, and let attach tell.
+    for (path, lists) in listings {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return if lists(&text, function) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{function} is not in {path}: this kernel cannot probe it: {WITHOUT_FD_INSTALL}"
+                ))
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Whether a listing of kernel functions (its text) has a function (its name).
+type Lists = fn(&str, &str) -> bool;
+
+/// Whether tracefs's `available_filter_functions` (`name` or `name [module]` a line) lists
+/// `function`.
+fn lists_filter_function(text: &str, function: &str) -> bool {
+    text.lines()
+        .any(|line| line.split_whitespace().next() == Some(function))
+}
+
+/// Whether `/proc/kallsyms` (`address type name [module]` a line) has `function` as code.
+fn lists_kernel_symbol(text: &str, function: &str) -> bool {
+    text.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        matches!(
+            (fields.next(), fields.next()),
+            (Some("T" | "t"), Some(name)) if name == function
+        )
+    })
 }
 
 /// Kernel-side counters of one probe, summed over CPUs.
@@ -80,9 +180,11 @@ pub struct Probes {
     complete: Array<MapData, u8>,
     /// Ids marked in `complete` since the stack map was last cleared.
     marked: Vec<u32>,
-    /// Tracepoints attached, as `category:name`.
+    /// Tracepoints attached, as `category:name` (and the kprobe, as [`FD_INSTALL_PROBE`]).
     pub attached: Vec<String>,
     pub skipped: Vec<Skipped>,
+    /// Whether the `fd_install` kprobe completes the syscall tracepoints.
+    pub fd_mode: FdMode,
     /// Probe slot → name, for the counters.
     slot_names: Vec<String>,
     /// Loaded as the benchmark floor: empty programs in place of the real ones.
@@ -230,6 +332,47 @@ fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, 
     program(ebpf, name)
 }
 
+fn kprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut KProbe, Failure> {
+    program(ebpf, name)
+}
+
+/// Loads the `fd_install` kprobe (its floor in the benchmark) and attaches it where the kernel
+/// can run it. Loaded even where it cannot be attached, so every kernel's verifier checks it.
+/// Never fatal: a probe that does not run is an Err with the reason.
+fn attach_fd_install(
+    ebpf: &mut Ebpf,
+    floor: bool,
+    syscalls: &mut Array<MapData, SyscallSpec>,
+) -> Result<(), String> {
+    let name = if floor {
+        "fd_install_floor"
+    } else {
+        "fd_install"
+    };
+    let prog = kprobe(ebpf, name).map_err(|e| e.to_string())?;
+    prog.load()
+        .map_err(|e| format!("the kernel rejected program {name}: {e}: {WITHOUT_FD_INSTALL}"))?;
+    kprobe_support("fd_install")?;
+    // Where the fds installed in the untraced syscalls come from, before the probe sees any.
+    for &(syscall, kind) in INSTALLING_SYSCALLS {
+        let Some(nr) = syscall_number(syscall) else {
+            continue;
+        };
+        let spec = SyscallSpec {
+            kind: kind as u8,
+            probe: Probe::FD_INSTALL,
+            ..SyscallSpec::default()
+        };
+        syscalls
+            .set(nr, spec, 0)
+            .map_err(|e| format!("syscall table: {e}"))?;
+    }
+    // The link stays with the program, which detaches it when the object is dropped.
+    prog.attach("fd_install", 0)
+        .map(drop)
+        .map_err(|e| format!("attach failed: {e}: {WITHOUT_FD_INSTALL}"))
+}
+
 impl Probes {
     pub fn load(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Self, Failure> {
         let mut skipped = Vec::new();
@@ -328,6 +471,7 @@ impl Probes {
             "futex_waitv".to_owned(),
         ];
         slot_names.extend(GO_PROBES.map(|(_, name)| name.to_owned()));
+        slot_names.push(FD_INSTALL_PROBE.to_owned());
         debug_assert_eq!(slot_names.len(), usize::from(Probe::FIRST_SYSCALL));
         for (index, syscall) in FD_SYSCALLS.iter().enumerate() {
             let probe = Probe::syscall(index as u16);
@@ -357,16 +501,48 @@ impl Probes {
                 ("fd_syscall_enter", syscall.enter_tracepoint()),
                 ("fd_syscall_exit", syscall.exit_tracepoint()),
             ];
+            let mut whole = true;
             for (program, tp) in sides {
                 let Some(tp) = tp else { continue };
                 if let Err(reason) = attach(&mut ebpf, program, "syscalls", &tp) {
+                    whole = false;
                     skipped.push(Skipped {
                         name: format!("syscalls:{tp}"),
                         reason,
                     });
                 }
             }
+            if !whole {
+                // Half a syscall reports nothing: leave its fds to the fd_install kprobe (as
+                // installed), which skips the syscalls in the table.
+                syscalls
+                    .set(nr, SyscallSpec::default(), 0)
+                    .map_err(|e| kernel(format!("syscall table: {e}")))?;
+            }
         }
+
+        // Fds no syscall tracepoint reports: only to complete them, so not without them.
+        let fd_mode = if !syscalls_usable {
+            skipped.push(Skipped {
+                name: FD_INSTALL_PROBE.into(),
+                reason: "the syscall tracepoints are unusable: no fd tracking".into(),
+            });
+            FdMode::None
+        } else {
+            match attach_fd_install(&mut ebpf, opts.floor, &mut syscalls) {
+                Ok(()) => {
+                    attached.push(FD_INSTALL_PROBE.into());
+                    FdMode::TracepointsAndKprobe
+                }
+                Err(reason) => {
+                    skipped.push(Skipped {
+                        name: FD_INSTALL_PROBE.into(),
+                        reason,
+                    });
+                    FdMode::Tracepoints
+                }
+            }
+        };
 
         Ok(Self {
             events: Some(take_map(&mut ebpf, names::EVENTS)?),
@@ -380,6 +556,7 @@ impl Probes {
             links,
             attached,
             skipped,
+            fd_mode,
             slot_names,
             floor: opts.floor,
         })
@@ -569,5 +746,49 @@ impl Drop for Probes {
                 scope.spawn(move || drop(link));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probeable_functions_are_found_by_exact_name_in_either_listing() {
+        let filter = "do_sys_open\nfd_install\nreceive_fd [some_module]\n";
+        assert!(lists_filter_function(filter, "fd_install"));
+        assert!(lists_filter_function(filter, "receive_fd"));
+        assert!(!lists_filter_function(filter, "fd_install_x"));
+        assert!(!lists_filter_function(
+            "__fd_install\nfd_install.cold\n",
+            "fd_install"
+        ));
+        let kallsyms = "ffffffff8170bb50 T fd_install\n\
+                        ffffffff8170bc00 t fd_install.cold\n\
+                        ffffffff82000000 D fd_installed_count\n\
+                        ffffffffc0000000 t helper\t[kvm]\n";
+        assert!(lists_kernel_symbol(kallsyms, "fd_install"));
+        assert!(lists_kernel_symbol(kallsyms, "helper"));
+        // Data is no function; a near name is another.
+        assert!(!lists_kernel_symbol(kallsyms, "fd_installed_count"));
+        assert!(!lists_kernel_symbol(
+            "ffffffff8170bb50 T __fd_install\n",
+            "fd_install"
+        ));
+    }
+
+    #[test]
+    fn without_the_kprobe_pmu_the_reason_names_what_is_missed() {
+        let reason = kprobe_support("fd_install");
+        let has_pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+        if has_pmu {
+            // The function may still be missing or unlisted; never the PMU.
+            assert!(!reason.is_err_and(|r| r.contains("no kprobes")));
+        } else {
+            let reason = reason.unwrap_err();
+            assert!(reason.contains("this kernel has no kprobes"), "{reason}");
+            assert!(reason.contains("SCM_RIGHTS"), "{reason}");
+            assert!(reason.contains("io_uring"), "{reason}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 
@@ -266,6 +266,12 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
         "Probes this kernel lacks",
         h.probes_skipped.len() as u64,
     );
+    registry.register(
+        "fd_mode",
+        "How fds are traced: tracepoints+kprobe sees them all, tracepoints misses those \
+         received over SCM_RIGHTS, created by io_uring or installed by other syscalls",
+        Info::new([("mode", h.fd_mode.as_str())]),
+    );
     if let Some(api) = &h.kubernetes_api {
         gauge(
             &mut registry,
@@ -415,6 +421,21 @@ mod tests {
         assert_eq!(value(&text, "leaktrace_events_total", &[]), Some(99.0));
         assert_eq!(value(&text, "leaktrace_probes_attached", &[]), Some(5.0));
         assert_eq!(value(&text, "leaktrace_report_seq", &[]), Some(3.0));
+        assert_eq!(
+            value(
+                &text,
+                "leaktrace_fd_mode_info",
+                &[("mode", "tracepoints+kprobe")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            series(&text)
+                .iter()
+                .filter(|(n, ..)| n == "leaktrace_fd_mode_info")
+                .count(),
+            1
+        );
         // No per-pid, per-stack or per-function labels.
         assert!(series(&text).iter().all(|(_, l, _)| l
             .keys()

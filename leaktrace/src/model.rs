@@ -40,7 +40,8 @@ impl Resource {
     }
 }
 
-/// Kind of object behind an fd.
+/// Kind of object behind an fd; for the fds only the `fd_install` kprobe sees, where it came
+/// from instead (see [`FdKind::is_origin`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FdKind {
@@ -56,10 +57,17 @@ pub enum FdKind {
     MemFd,
     PidFd,
     Other,
+    /// Received over a unix socket (SCM_RIGHTS).
+    Received,
+    /// Created by io_uring.
+    #[serde(rename = "io_uring")]
+    IoUring,
+    /// Installed by a syscall the tracepoints do not follow.
+    Installed,
 }
 
 impl FdKind {
-    pub const ALL: [FdKind; 12] = [
+    pub const ALL: [FdKind; 15] = [
         Self::File,
         Self::Socket,
         Self::Pipe,
@@ -72,6 +80,9 @@ impl FdKind {
         Self::MemFd,
         Self::PidFd,
         Self::Other,
+        Self::Received,
+        Self::IoUring,
+        Self::Installed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,7 +99,16 @@ impl FdKind {
             Self::MemFd => "memfd",
             Self::PidFd => "pidfd",
             Self::Other => "other",
+            Self::Received => "received",
+            Self::IoUring => "io_uring",
+            Self::Installed => "installed",
         }
+    }
+
+    /// A kind that says where the fd came from (received, io_uring, installed), not what it
+    /// is: /proc, which knows only the latter, neither shows nor corrects it.
+    pub fn is_origin(self) -> bool {
+        matches!(self, Self::Received | Self::IoUring | Self::Installed)
     }
 
     /// Classifies an `/proc/PID/fd/N` link target, e.g. `socket:[123]`, `anon_inode:[eventfd]`,

@@ -9,7 +9,7 @@ use crate::{
     cgroup::Placement,
     goprocs::GoStats,
     kubeapi::ApiStatus,
-    loader::{ProbeCounters, ProgramStats, Skipped},
+    loader::{FdMode, ProbeCounters, ProgramStats, Skipped},
     model::{
         FdKind, Finding, Frame, GoPlace, GoroutineReport, LeakDetail, Origin, OwnerSource,
         ProcessSummary, Resource, Trend, Verdict, WaiterDetail,
@@ -32,6 +32,10 @@ pub struct Health {
     pub resync_mismatches: u64,
     pub probes_attached: usize,
     pub probes_skipped: Vec<Skipped>,
+    /// How fds are traced: `tracepoints+kprobe` sees every fd a process gets, `tracepoints`
+    /// misses those received over SCM_RIGHTS, created by io_uring or installed by other
+    /// syscalls (`none`: no fd tracing).
+    pub fd_mode: FdMode,
     /// Records that failed validation.
     pub decode_errors: u64,
     /// Closes of fds opened before tracing began.
@@ -518,7 +522,7 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
     writeln!(
         out,
         "== leaktrace {title} #{} at {:.1}s: {} events ({:.0}/s), lost {}, stack failures {}, \
-         resync mismatches {}, probes {} attached / {} skipped",
+         resync mismatches {}, probes {} attached / {} skipped, fd mode {}",
         r.seq,
         r.elapsed_s,
         h.events,
@@ -527,7 +531,8 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
         h.stack_failures,
         h.resync_mismatches,
         h.probes_attached,
-        h.probes_skipped.len()
+        h.probes_skipped.len(),
+        h.fd_mode.as_str()
     )?;
     if h.samples_lost + h.stacks.unpaired + h.stacks.dropped > 0 {
         writeln!(
@@ -745,6 +750,7 @@ pub(crate) mod tests {
             health: Health {
                 events: 99,
                 probes_attached: 5,
+                fd_mode: FdMode::TracepointsAndKprobe,
                 ..Health::default()
             },
         }
@@ -784,6 +790,7 @@ pub(crate) mod tests {
         assert_eq!(lines[1]["events"], 99);
         assert_eq!(lines[1]["lost_events"], 0);
         assert!(lines[1]["probes_skipped"].as_array().unwrap().is_empty());
+        assert_eq!(lines[1]["fd_mode"], "tracepoints+kprobe");
         assert_eq!(lines[2]["fds"]["socket"], 40);
         let placement = &lines[2]["placement"];
         assert_eq!(placement["kind"], "container");
@@ -826,6 +833,52 @@ pub(crate) mod tests {
         assert!(text.contains("socket 40"), "{text}");
         assert!(text.contains("waiters 0 pod shop/cart-7d9f/app"), "{text}");
         assert!(text.contains("(stack unwound with .eh_frame)"), "{text}");
+        // The fd mode, once, in the header.
+        assert_eq!(text.matches("fd mode ").count(), 1, "{text}");
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("probes 5 attached / 0 skipped, fd mode tracepoints+kprobe"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fd_modes_are_named_alike_in_json_and_the_table() {
+        for (mode, name) in [
+            (FdMode::TracepointsAndKprobe, "tracepoints+kprobe"),
+            (FdMode::Tracepoints, "tracepoints"),
+            (FdMode::None, "none"),
+        ] {
+            assert_eq!(mode.as_str(), name);
+            assert_eq!(serde_json::to_value(mode).unwrap(), name);
+        }
+        assert_eq!(FdMode::default(), FdMode::Tracepoints);
+    }
+
+    #[test]
+    fn fds_by_origin_are_named_in_findings_and_process_lines() {
+        let mut r = report();
+        r.findings[0].finding.kind = Some(FdKind::Received);
+        r.processes[0].fds = [(FdKind::Received, 40), (FdKind::IoUring, 2)]
+            .into_iter()
+            .collect();
+        let mut table = Vec::new();
+        write_table(&mut table, &r, false).unwrap();
+        let text = String::from_utf8(table).unwrap();
+        assert!(text.contains("LEAK, 40 received fds outstanding"), "{text}");
+        assert!(text.contains("[received 40, io_uring 2]"), "{text}");
+        let mut out = Vec::new();
+        write_json(&mut out, &r).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[2]["fds"]["received"], 40);
+        assert_eq!(lines[2]["fds"]["io_uring"], 2);
+        assert_eq!(lines[3]["kind"], "received");
     }
 
     #[test]

@@ -228,6 +228,7 @@ impl Session {
             resync_mismatches: agg.resync_mismatches,
             probes_attached: self.probes.attached.len(),
             probes_skipped: self.probes.skipped.clone(),
+            fd_mode: self.probes.fd_mode,
             decode_errors: self.decode_errors,
             untracked_closes: agg.untracked_closes,
             dropped_objects: agg.dropped_objects,

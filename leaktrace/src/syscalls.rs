@@ -72,10 +72,26 @@ pub const FD_SYSCALLS: &[FdSyscall] = &[
     sc("close_range", S::CloseRange, K::Other, 2),
 ];
 
+/// Syscalls the tracepoints do not follow that install fds all the same: the `fd_install` kprobe
+/// reports what it sees installed during them with this kind (during any other untraced
+/// syscall: [`FdKind::Installed`]).
+pub const INSTALLING_SYSCALLS: &[(&str, FdKind)] = &[
+    // SCM_RIGHTS: fds another process sent over a unix socket.
+    ("recvmsg", K::Received),
+    ("recvmmsg", K::Received),
+    // Requests that open, accept, … and complete inline, in the submitting thread.
+    ("io_uring_enter", K::IoUring),
+];
+
+/// This architecture's number for syscall `name` (of either table), if it has one.
+pub fn syscall_number(name: &str) -> Option<u32> {
+    number(name).and_then(|nr| u32::try_from(nr).ok())
+}
+
 impl FdSyscall {
     /// This architecture's number for the syscall, if it has one.
     pub fn number(&self) -> Option<u32> {
-        number(self.name).and_then(|nr| u32::try_from(nr).ok())
+        syscall_number(self.name)
     }
 
     pub fn enter_tracepoint(&self) -> Option<String> {
@@ -124,6 +140,9 @@ fn number(name: &str) -> Option<libc::c_long> {
         "clone3" => SYS_clone3,
         "close" => SYS_close,
         "close_range" => SYS_close_range,
+        "recvmsg" => SYS_recvmsg,
+        "recvmmsg" => SYS_recvmmsg,
+        "io_uring_enter" => SYS_io_uring_enter,
         #[cfg(target_arch = "x86_64")]
         "open" => SYS_open,
         #[cfg(target_arch = "x86_64")]
@@ -185,6 +204,39 @@ mod tests {
         let n = numbers.len();
         numbers.dedup();
         assert_eq!(numbers.len(), n);
+    }
+
+    #[test]
+    fn installing_syscalls_have_numbers_apart_from_the_traced_ones_and_say_where_fds_came_from() {
+        let traced: Vec<u32> = FD_SYSCALLS.iter().filter_map(FdSyscall::number).collect();
+        for &(name, kind) in INSTALLING_SYSCALLS {
+            assert!(FD_SYSCALLS.iter().all(|s| s.name != name), "{name}");
+            // Every architecture leaktrace runs on has all three.
+            let nr = syscall_number(name).unwrap_or_else(|| panic!("no number for {name}"));
+            assert!(nr < leaktrace_common::capacity::SYSCALLS, "{name}");
+            assert!(
+                !traced.contains(&nr),
+                "{name} collides with a traced syscall"
+            );
+            // Only the origin kinds: a shape-less entry with a kind the kprobe reports as is.
+            assert!(
+                matches!(kind, K::Received | K::IoUring | K::Installed),
+                "{name}"
+            );
+        }
+        let kind_of = |name| {
+            INSTALLING_SYSCALLS
+                .iter()
+                .find(|&&(n, _)| n == name)
+                .map(|&(_, kind)| kind)
+        };
+        assert_eq!(kind_of("recvmsg"), Some(K::Received));
+        assert_eq!(kind_of("recvmmsg"), Some(K::Received));
+        assert_eq!(kind_of("io_uring_enter"), Some(K::IoUring));
+        assert_eq!(
+            syscall_number("recvmsg"),
+            u32::try_from(libc::SYS_recvmsg).ok()
+        );
     }
 
     #[test]

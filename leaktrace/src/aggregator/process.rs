@@ -642,8 +642,14 @@ impl Process {
         for &(fd, kind) in &snap.fds {
             match self.fds.get_mut(&fd) {
                 // The syscall only guessed the kind (open() of a FIFO is a pipe); /proc knows.
-                // An fd newer than the snapshot may be another object with the same number.
-                Some(tracked) if tracked.kind != kind && tracked.created_ns() <= started => {
+                // An fd newer than the snapshot may be another object with the same number. A
+                // kind that tells where the fd came from (received, …) is not a guess /proc knows
+                // better: it stays.
+                Some(tracked)
+                    if tracked.kind != kind
+                        && !tracked.kind.is_origin()
+                        && tracked.created_ns() <= started =>
+                {
                     tracked.kind = kind;
                     if let Some(slot) = tracked.group {
                         tracked.group = Some(self.groups.rekind(slot, kind, tracked.created_ns()));

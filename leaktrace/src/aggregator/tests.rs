@@ -1365,6 +1365,33 @@ fn resync_corrects_the_kind_and_keeps_the_stack_without_mismatch() {
 }
 
 #[test]
+fn resync_keeps_a_kind_that_says_where_the_fd_came_from() {
+    let mut agg = seeded(Limits::default());
+    run(
+        &mut agg,
+        &[
+            open(SEC, P, 3, FdKind::Received, Some(1)),
+            open(SEC, P, 4, FdKind::IoUring, Some(2)),
+            open(SEC, P, 5, FdKind::Installed, Some(3)),
+        ],
+    );
+    // /proc shows what they are (a file, a socket, …), which does not say how they came.
+    assert_eq!(agg.resync(&snap(P, 5 * SEC, &[P], &[0, 1, 2, 3, 4, 5])), 0);
+    check(&agg);
+    let findings = agg.findings(6 * SEC, 0);
+    for (kind, id) in [
+        (FdKind::Received, 1),
+        (FdKind::IoUring, 2),
+        (FdKind::Installed, 3),
+    ] {
+        let f = finding(&findings, P, Some(kind), Some(stack(P, 0, id))).unwrap();
+        assert_eq!((f.outstanding, f.created), (1, 1), "{kind:?}");
+    }
+    assert!(finding(&findings, P, Some(FdKind::File), Some(stack(P, 0, 1))).is_none());
+    assert_eq!(agg.processes()[0].fds[&FdKind::Received], 1);
+}
+
+#[test]
 fn resync_keeps_the_kind_of_an_fd_newer_than_the_snapshot() {
     let mut agg = seeded(Limits::default());
     run(&mut agg, &[open(6 * SEC, P, 3, FdKind::Socket, Some(1))]);

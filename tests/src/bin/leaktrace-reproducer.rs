@@ -10,6 +10,12 @@
 //! of its `leak_*` function every `--interval-ms` (default 50). Scenarios leaking 2 fds per call
 //! (`fd-pipe`, `fd-socketpair`) need an even count.
 //!
+//! `fd-scm-rights` → `leak_received_fd` leaks fds no fd syscall creates: each call opens
+//! [`RECEIVED_PATH`], sends it with SCM_RIGHTS over the unix socket pair the scenario made once
+//! (before `ready`), closes the original, and keeps the fd recvmsg gave back. Its leaked fds are
+//! exactly the fds of `/proc/<pid>/fd` that link to [`RECEIVED_PATH`]. Syscall tracepoints see
+//! only the open and the close; the received fds are seen where `fd_install` can be probed.
+//!
 //! `clean` is the control: `--count` balanced iterations (default 2000, interval 0), each opening and
 //! closing a file, a socket, a pipe and an eventfd, and every 10th spawning and joining a thread, all
 //! from `churn_*` functions. Nothing outlives its iteration, so the tracer must report nothing.
@@ -70,7 +76,8 @@
 //! # Protocol
 //!
 //! stdout, one flushed line each: `ready pid=<pid>` (after any scenario fixture — the accept
-//! and pool scenarios' listener, the dup scenario's source fd — is set up, so `/proc/<pid>/fd` at that point
+//! and pool scenarios' listener, the dup scenario's source fd, the scm-rights scenario's socket
+//! pair — is set up, so `/proc/<pid>/fd` at that point
 //! is the baseline); `leaked <total objects so far>` after each leak call (just once, if anything
 //! leaked, in the scenarios that run once: pools, deadlocks, churn, pingpong; `burst-release`
 //! says it twice: after its burst, and `leaked 0` once it released it all); a scenario's own line
@@ -120,6 +127,7 @@ use std::mem;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -135,6 +143,9 @@ use libc::{c_int, c_void};
 struct Fixture {
     listener: Option<TcpListener>,
     dup_source: Option<File>,
+    /// `fd-scm-rights`: the connected unix sockets each call sends an fd over and receives it
+    /// back from: (sending end, receiving end).
+    scm_pair: Option<(UnixStream, UnixStream)>,
     /// `waiter-condvar`: the one gate every leaked waiter waits at.
     gate: Arc<Gate>,
     /// `waiter-mpsc`: each leaked waiter's sender, kept alive and never used.
@@ -228,6 +239,10 @@ const SCENARIOS: &[Scenario] = &[
         ..leak("fd-dup", 1, leak_dup_fd)
     },
     Scenario {
+        setup: setup_scm_pair,
+        ..leak("fd-scm-rights", 1, leak_received_fd)
+    },
+    Scenario {
         name: "clean",
         setup: no_fixture,
         action: Action::Churn(churn_iteration),
@@ -301,6 +316,13 @@ fn setup_listener() -> io::Result<Fixture> {
 fn setup_dup_source() -> io::Result<Fixture> {
     Ok(Fixture {
         dup_source: Some(File::open("/dev/null")?),
+        ..Fixture::default()
+    })
+}
+
+fn setup_scm_pair() -> io::Result<Fixture> {
+    Ok(Fixture {
+        scm_pair: Some(UnixStream::pair()?),
         ..Fixture::default()
     })
 }
@@ -534,6 +556,101 @@ fn leak_dup_fd(fixture: &Fixture) -> io::Result<()> {
     // SAFETY: dups an fd the fixture keeps open.
     let fd = sys("dup", || unsafe { libc::dup(source) })?;
     black_box(fd);
+    Ok(())
+}
+
+/// The file `fd-scm-rights` opens and passes: one nothing else in the process has open, so
+/// `/proc/<pid>/fd` tells the received fds apart.
+const RECEIVED_PATH: &std::ffi::CStr = c"/dev/zero";
+
+/// Room for a control message carrying one fd, aligned as a `cmsghdr`.
+#[repr(C)]
+union OneFdControl {
+    header: libc::cmsghdr,
+    bytes: [u8; 64],
+}
+
+/// A one-byte message whose control buffer is `control`; `byte` and `control` must outlive it.
+fn one_fd_message(byte: &mut [u8; 1], control: &mut OneFdControl) -> (libc::msghdr, libc::iovec) {
+    let iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_control = (&raw mut *control).cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<c_int>() as u32) } as _;
+    (msg, iov)
+}
+
+/// Sends `fd` over the unix socket `socket` (SCM_RIGHTS, with one byte of data).
+fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
+    let (mut byte, mut control) = ([0u8; 1], OneFdControl { bytes: [0; 64] });
+    let (mut msg, mut iov) = one_fd_message(&mut byte, &mut control);
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: the control buffer has room for one header and one int (CMSG_SPACE above), and
+    // the message's buffers live until sendmsg returns.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<c_int>() as u32) as _;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+    }
+    // SAFETY: as above; a one-byte send cannot exceed a c_int.
+    sys("sendmsg", || unsafe {
+        libc::sendmsg(socket, &msg, 0) as c_int
+    })?;
+    Ok(())
+}
+
+/// Receives the one fd [`send_fd`] sent over `socket`.
+#[inline(always)]
+fn recv_fd(socket: RawFd) -> io::Result<RawFd> {
+    let (mut byte, mut control) = ([0u8; 1], OneFdControl { bytes: [0; 64] });
+    let (mut msg, mut iov) = one_fd_message(&mut byte, &mut control);
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: the message's buffers live until recvmsg returns; a one-byte read fits a c_int.
+    sys("recvmsg", || unsafe {
+        libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) as c_int
+    })?;
+    // SAFETY: the kernel filled the control buffer and set msg_controllen; the header is read
+    // only when it says SCM_RIGHTS at SOL_SOCKET, whose data is the int sent.
+    let fd = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if msg.msg_flags & libc::MSG_CTRUNC != 0
+            || cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            None
+        } else {
+            Some(ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>()))
+        }
+    };
+    fd.ok_or_else(|| io::Error::other("recvmsg: no fd in the message"))
+}
+
+/// Opens [`RECEIVED_PATH`], passes it to itself over the fixture's socket pair, closes the
+/// original and leaks the copy received: an fd made by recvmsg, which no fd syscall reports.
+#[inline(never)]
+fn leak_received_fd(fixture: &Fixture) -> io::Result<()> {
+    let (tx, rx) = fixture
+        .scm_pair
+        .as_ref()
+        .expect("fd-scm-rights sets up a socket pair");
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
+    // SAFETY: the path is a NUL-terminated literal.
+    let original = sys("openat", || unsafe {
+        libc::openat(libc::AT_FDCWD, RECEIVED_PATH.as_ptr(), flags)
+    })?;
+    send_fd(tx.as_raw_fd(), original)?;
+    close(original)?;
+    let received = recv_fd(rx.as_raw_fd())?;
+    black_box(received);
     Ok(())
 }
 
