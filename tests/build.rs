@@ -10,7 +10,10 @@
 //!   entry point.
 //!
 //! Executables, not libraries, hence plain compiler commands rather than the `cc` crate. The
-//! compilers are `cc` and `c++` (or $CC, $CXX), `strip` (or $STRIP).
+//! tools are named the way the `cc` crate names them: `$CC_<target>` (e.g.
+//! `CC_aarch64_unknown_linux_musl`), else `$CC`, else `cc`; the same for CXX (`c++`) and STRIP
+//! (`strip`). Cross builds (the aarch64 VM tests) name Debian's `aarch64-linux-gnu-*` there: the
+//! programs are glibc executables whichever libc the Rust target uses.
 
 use std::{
     env,
@@ -38,6 +41,7 @@ fn main() {
     }
     for var in ["CC", "CXX", "STRIP"] {
         println!("cargo:rerun-if-env-changed={var}");
+        println!("cargo:rerun-if-env-changed={}", target_var(var));
     }
     let cc = tool("CC", "cc");
     let cxx = tool("CXX", "c++");
@@ -86,10 +90,16 @@ fn main() {
     println!("cargo:rustc-env=LEAKTRACE_C_REPROS={}", out.display());
 }
 
+/// `CC_<target>` for `CC`: the target's triple with `-` as `_`.
+fn target_var(var: &str) -> String {
+    let target = env::var("TARGET").expect("cargo sets TARGET");
+    format!("{var}_{}", target.replace('-', "_"))
+}
+
 fn tool(var: &str, default: &str) -> String {
-    env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
+    [target_var(var), var.to_owned()]
+        .into_iter()
+        .find_map(|name| env::var(name).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| default.to_owned())
 }
 

@@ -147,17 +147,16 @@ fn case(scenario: &str, go: &str) -> Case {
 }
 
 /// The line of the first `go` statement in `function` (e.g. `main.leakBlockedSend`) of
-/// tests/go/leaky/leaks.go.
+/// tests/go/leaky/leaks.go (compiled in: the VM tests run without the source tree).
 fn go_statement_line(function: &str) -> u64 {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/go/leaky/leaks.go");
-    let source = std::fs::read_to_string(path).expect("tests/go/leaky/leaks.go");
+    let source = include_str!("../go/leaky/leaks.go");
     let name = function.strip_prefix("main.").expect("a main function");
     let header = format!("func {name}(");
     let lines: Vec<&str> = source.lines().collect();
     let start = lines
         .iter()
         .position(|l| l.starts_with(&header))
-        .unwrap_or_else(|| panic!("no {header} in {path}"));
+        .unwrap_or_else(|| panic!("no {header} in tests/go/leaky/leaks.go"));
     let offset = lines[start..]
         .iter()
         .position(|l| l.trim_start().starts_with("go "))

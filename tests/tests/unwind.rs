@@ -52,8 +52,12 @@ impl Variant {
         }
     }
 
+    /// In tests/build.rs's output, or in $LEAKTRACE_C_REPROS where the tests run elsewhere (the
+    /// VM tests copy them into the guest).
     fn path(self) -> PathBuf {
-        Path::new(env!("LEAKTRACE_C_REPROS")).join(self.file())
+        std::env::var_os("LEAKTRACE_C_REPROS")
+            .map_or_else(|| PathBuf::from(env!("LEAKTRACE_C_REPROS")), PathBuf::from)
+            .join(self.file())
     }
 
     fn scenarios(self) -> &'static [Scenario] {

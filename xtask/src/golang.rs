@@ -55,7 +55,7 @@ impl GoBuild {
 }
 
 /// `<target>/go`: the toolchains, the Go caches and the binaries. Absolute.
-fn go_dir() -> PathBuf {
+pub fn go_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
