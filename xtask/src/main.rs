@@ -197,10 +197,17 @@ fn build() -> Result<()> {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-        .join("release")
+    target_root().join("release")
+}
+
+/// Cargo's target directory, absolute: a relative CARGO_TARGET_DIR is relative to the
+/// workspace, where cargo runs.
+fn target_root() -> PathBuf {
+    workspace().join(
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target")),
+    )
 }
 
 fn demo(args: Vec<String>) -> Result<()> {

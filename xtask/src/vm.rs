@@ -37,7 +37,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::{bootstrap, cargo, ensure_apt_packages, golang, output, run, workspace};
+use crate::{bootstrap, cargo, ensure_apt_packages, golang, output, run, target_root};
 
 /// Integration test files the host runs that a guest does not: (file, the guest architecture,
 /// None for every one, the reason). `vm-test`'s summary prints each.
@@ -230,15 +230,6 @@ impl Arch {
         }
         packages
     }
-}
-
-/// Cargo's target directory, absolute.
-fn target_root() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    // A relative CARGO_TARGET_DIR is relative to the workspace, where cargo runs.
-    workspace().join(target)
 }
 
 /// `target/vm/<arch>`: downloads, the staged root, the initramfs, the console log.
