@@ -342,6 +342,10 @@ impl Unwinder {
     }
 
     fn walk(&mut self, pid: u32, regs: Regs, read: &mut impl FnMut(u64) -> Option<u64>) -> Walk {
+        // A frame pointer of 0 ends the chain (entry points clear it). framehop's x86_64 rule
+        // stops there; its aarch64 rule reads the frame record at 0 first, the return address
+        // at fp + 8, and fails: that failure is the same end.
+        const NULL_FRAME_RECORD: u64 = 8;
         let Some(process) = self.processes.get(&pid) else {
             return Walk {
                 ips: vec![regs.ip],
@@ -361,7 +365,7 @@ impl Unwinder {
         while ips.len() < MAX_FRAMES {
             match frames.next() {
                 Ok(Some(frame)) => ips.push(frame.address()),
-                Ok(None) => {
+                Ok(None) | Err(framehop::Error::CouldNotReadStack(NULL_FRAME_RECORD)) => {
                     let mapped = Process::lookups(&ips).all(|addr| process.covers(addr));
                     return Walk {
                         ips,
