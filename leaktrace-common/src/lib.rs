@@ -36,6 +36,8 @@ pub mod capacity {
     pub const PROBES: u32 = 64;
     /// Threads that can be inside a futex wait at the same moment.
     pub const WAITS: u32 = 65536;
+    /// Threads that can be between `runtime.newproc`'s two probes (arm64) at the same moment.
+    pub const GO_SPAWNS: u32 = 4096;
 }
 
 /// Bytes of user stack a [`StackSample`] can carry (`--stack-copy` is at most this).

@@ -18,7 +18,7 @@ use aya_ebpf::{
         generated::{self, bpf_task_pt_regs},
     },
     macros::{kprobe, map, tracepoint, uprobe},
-    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{tracing::StackIdContext, ProbeContext, TracePointContext},
     EbpfContext as _,
 };
@@ -72,6 +72,12 @@ static WAITS: HashMap<u32, InFlightWait> = HashMap::with_max_entries(capacity::W
 /// frame pointers pays for the walk only.
 #[map]
 static COMPLETE: Array<u8> = Array::with_max_entries(capacity::STACKS, 0);
+
+/// arm64: the stack of each `go` statement in progress, by thread, from [`go_spawn`] to
+/// [`go_newproc`] on the same thread microseconds later. LRU: an entry whose `go_newproc`
+/// never came (the process stopped being traced between the two) gives way.
+#[map]
+static GO_SPAWNS: LruHashMap<u32, i32> = LruHashMap::with_max_entries(capacity::GO_SPAWNS, 0);
 
 #[inline(always)]
 fn config() -> Config {
@@ -771,9 +777,10 @@ fn go_fields(ctx: &ProbeContext) -> GoFields {
 
 /// At `runqput(pp, newg, true)` in `runtime.newproc.func1`, right after `runtime.newproc1`
 /// made the goroutine: every `go` statement passes here once, with the new g (goid, parent,
-/// creation site and function set) as the second argument. The frame-pointer walk from here
-/// crosses `systemstack` into the creating goroutine's stack (systemstack leaves its frame
-/// pointer in place), so the stack is the `go` statement's. A plain uprobe, never a
+/// creation site and function set) as the second argument. On amd64 the frame-pointer walk
+/// from here crosses `systemstack` into the creating goroutine's stack (systemstack leaves its
+/// frame pointer in place), so the stack is the `go` statement's; on arm64 it is
+/// [`go_spawn`]'s. A plain uprobe, never a
 /// uretprobe: those rewrite return addresses on the stack, which Go's stack copying and
 /// tracebacks do not survive.
 #[uprobe]
@@ -785,6 +792,16 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let probe = Probe::GOROUTINE_NEW;
     let fields = go_fields(&ctx);
     let g = go_argument(&ctx, 1);
+    #[cfg(bpf_target_arch = "aarch64")]
+    // SAFETY: the value is copied out before the entry is removed.
+    let stack_id = match unsafe { GO_SPAWNS.get(tid) }.copied() {
+        Some(id) => {
+            let _ = GO_SPAWNS.remove(tid);
+            id
+        }
+        None => user_stack(&ctx, probe),
+    };
+    #[cfg(not(bpf_target_arch = "aarch64"))]
     let stack_id = user_stack(&ctx, probe);
     emit(
         probe,
@@ -799,6 +816,21 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
             _pad: 0,
         },
     );
+    0
+}
+
+/// arm64 only: at `runtime.newproc`'s call of `runtime.systemstack`, still on the creating
+/// goroutine's stack. arm64's systemstack loads g0's frame pointer before it calls
+/// `newproc.func1`, so [`go_newproc`]'s walk would end on the system stack: this walk is the
+/// `go` statement's stack, kept for it by thread.
+#[uprobe]
+pub fn go_spawn(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let Some((_, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let stack_id = user_stack(&ctx, Probe::GOROUTINE_NEW);
+    let _ = GO_SPAWNS.insert(tid, stack_id, 0);
     0
 }
 

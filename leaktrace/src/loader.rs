@@ -310,7 +310,9 @@ pub struct GoLinks {
 
 /// The goroutine probes' programs: (program, probe slot name).
 const GO_PROBES: [(&str, &str); 2] = [("go_newproc", "go:newproc"), ("go_gdestroy", "go:gdestroy")];
-/// The empty program the benchmark floor attaches at both goroutine probe points instead.
+/// arm64's extra goroutine creation probe ([`ProbePoints::spawn`]); counted with go:newproc.
+const GO_SPAWN: &str = "go_spawn";
+/// The empty program the benchmark floor attaches at every goroutine probe point instead.
 const GO_FLOOR: &str = "go_floor";
 
 /// The program `name` of the object, as the type its section says it is.
@@ -426,7 +428,8 @@ impl Probes {
                 .map_err(|e| kernel(format!("the kernel rejected program {program}: {e}")))?;
         }
         // Loaded now, attached per Go binary as they are found ([`Probes::attach_go`]).
-        let real = GO_PROBES.map(|(program, _)| program);
+        let [newproc, gdestroy] = GO_PROBES.map(|(program, _)| program);
+        let real = [newproc, gdestroy, GO_SPAWN];
         let go_programs: &[&str] = if opts.floor { &[GO_FLOOR] } else { &real };
         for &program in go_programs {
             uprobe(&mut ebpf, program)?
@@ -590,7 +593,11 @@ impl Probes {
             name,
             links: Vec::new(),
         };
-        for ((program, _), offset) in GO_PROBES.into_iter().zip([points.create, points.exit]) {
+        let [newproc, gdestroy] = GO_PROBES.map(|(program, _)| program);
+        let sites = [(newproc, points.create), (gdestroy, points.exit)]
+            .into_iter()
+            .chain(points.spawn.map(|offset| (GO_SPAWN, offset)));
+        for (program, offset) in sites {
             let program = if self.floor { GO_FLOOR } else { program };
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),

@@ -96,6 +96,12 @@ pub struct ProbePoints {
     /// and parentGoid set, is runqput's second argument under ABIInternal (RBX on amd64, R1 on
     /// arm64). A call, because the kernel emulates it rather than single-stepping it.
     pub create: u64,
+    /// arm64 only: file offset of `runtime.newproc`'s `BL runtime.systemstack`, still on the
+    /// creating goroutine's stack. arm64's systemstack loads g0's frame pointer before it calls
+    /// `newproc.func1`, so the frame-pointer walk at `create` ends on the system stack; the walk
+    /// here is the `go` statement's stack. amd64's leaves the frame pointer: `create` walks
+    /// through, and no second probe is needed.
+    pub spawn: Option<u64>,
     /// File offset of the start of the function that frees a dead goroutine, `runtime.gdestroy`
     /// (Go ≥ 1.22) or `runtime.goexit0` (1.21), past Go's stack check on amd64 (see
     /// `frame_setup`); its first argument (RAX / R0) is the g.
@@ -295,8 +301,22 @@ fn inspect_elf<'data, R: ReadRef<'data>>(
     let exit_code = image
         .read(exit.entry, (exit.end - exit.entry).min(32))
         .with_context(|| format!("{exit_function} lies outside the file's load segments"))?;
+    let spawn = match arch {
+        GoArch::Amd64 => None,
+        GoArch::Arm64 => {
+            let newproc = runtime_function(&pclntab, "runtime.newproc")?;
+            let systemstack = runtime_function(&pclntab, "runtime.systemstack")?;
+            let code = image
+                .read(newproc.entry, newproc.end - newproc.entry)
+                .context("runtime.newproc lies outside the file's load segments")?;
+            let switch = call_at(arch, code, newproc.entry, systemstack.entry)
+                .context("no call to runtime.systemstack in runtime.newproc")?;
+            Some(image.file_offset(switch)?)
+        }
+    };
     let probes = ProbePoints {
         create: image.file_offset(queued)?,
+        spawn,
         exit: image.file_offset(frame_setup(arch, exit_code, exit.entry))?,
         exit_function,
     };

@@ -581,22 +581,26 @@ fn probes_point_at_the_run_queue_call_and_past_the_exit_stack_check() {
                 })
                 .unwrap()
         };
-        let create = binary.probes.create as usize;
-        let call = vaddr(create as u64);
-        let target = match sample.arch {
-            GoArch::Amd64 => {
-                assert_eq!(bytes[create], 0xe8, "{name}: CALL rel32");
-                let rel = i32::from_le_bytes(bytes[create + 1..create + 5].try_into().unwrap());
-                (call + 5).wrapping_add_signed(i64::from(rel))
-            }
-            GoArch::Arm64 => {
-                let word = u32::from_le_bytes(bytes[create..create + 4].try_into().unwrap());
-                assert_eq!(word >> 26, 0b100101, "{name}: BL");
-                let imm26 = i64::from(word & 0x03ff_ffff);
-                let offset = (imm26 - if imm26 >= 1 << 25 { 1 << 26 } else { 0 }) * 4;
-                call.wrapping_add_signed(offset)
+        // The target of the call instruction at file offset `at`.
+        let callee = |at: u64| {
+            let (call, at) = (vaddr(at), at as usize);
+            match sample.arch {
+                GoArch::Amd64 => {
+                    assert_eq!(bytes[at], 0xe8, "{name}: CALL rel32");
+                    let rel = i32::from_le_bytes(bytes[at + 1..at + 5].try_into().unwrap());
+                    (call + 5).wrapping_add_signed(i64::from(rel))
+                }
+                GoArch::Arm64 => {
+                    let word = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+                    assert_eq!(word >> 26, 0b100101, "{name}: BL");
+                    let imm26 = i64::from(word & 0x03ff_ffff);
+                    let offset = (imm26 - if imm26 >= 1 << 25 { 1 << 26 } else { 0 }) * 4;
+                    call.wrapping_add_signed(offset)
+                }
             }
         };
+        let call = vaddr(binary.probes.create);
+        let target = callee(binary.probes.create);
         let function = |pc: u64| binary.frame(pc).map(|frame| frame.function);
         assert_eq!(
             function(target).as_deref(),
@@ -608,6 +612,22 @@ fn probes_point_at_the_run_queue_call_and_past_the_exit_stack_check() {
             Some("runtime.newproc.func1"),
             "{name}"
         );
+        match (sample.arch, binary.probes.spawn) {
+            (GoArch::Amd64, None) => {}
+            (GoArch::Arm64, Some(spawn)) => {
+                assert_eq!(
+                    function(callee(spawn)).as_deref(),
+                    Some("runtime.systemstack"),
+                    "{name}"
+                );
+                assert_eq!(
+                    function(vaddr(spawn)).as_deref(),
+                    Some("runtime.newproc"),
+                    "{name}"
+                );
+            }
+            (arch, spawn) => panic!("{name}: {arch:?} with spawn probe {spawn:?}"),
+        }
         let exit = binary.probes.exit;
         assert_eq!(
             function(vaddr(exit)).as_deref(),
