@@ -18,8 +18,7 @@
 //!    end with status 0, having run at least one test, and the guest must reach its last line.
 //!
 //! The guest suite is every integration test file but those of [`NOT_IN_GUEST`] (the Redis load
-//! test everywhere; the goroutine tests on aarch64, a known gap): they run on the host only, and
-//! the summary says so.
+//! test): they run on the host only, and the summary says so.
 
 use std::{
     collections::BTreeMap,
@@ -39,32 +38,12 @@ use serde_json::Value;
 
 use crate::{bootstrap, cargo, ensure_apt_packages, golang, output, run, target_root};
 
-/// Integration test files the host runs that a guest does not: (file, the guest architecture,
-/// None for every one, the reason). `vm-test`'s summary prints each.
-const NOT_IN_GUEST: &[(&str, Option<Arch>, &str)] = &[
-    (
-        "no_false_alarms",
-        None,
-        "drives a Redis server under load: not in the initramfs, and not meaningful under \
-         emulation",
-    ),
-    (
-        "goroutines",
-        Some(Arch::Aarch64),
-        "KNOWN GAP: on arm64 a goroutine's creation stack stops at runtime.systemstack (on arm64 the \
-         frame-pointer chain from the system stack does not lead back to the creating \
-         goroutine's frames); goroutine counts, go statements and states are right, the \
-         frames the tests require are missing",
-    ),
-];
-
-/// Why `file` is not run in `arch`'s guest, if it is not.
-fn not_in_guest(file: &str, arch: Arch) -> Option<&'static str> {
-    NOT_IN_GUEST
-        .iter()
-        .find(|(name, only, _)| *name == file && only.is_none_or(|a| a == arch))
-        .map(|&(_, _, reason)| reason)
-}
+/// Integration test files the host runs that a guest does not: (file, the reason). `vm-test`'s
+/// summary prints each.
+const NOT_IN_GUEST: &[(&str, &str)] = &[(
+    "no_false_alarms",
+    "drives a Redis server under load: not in the initramfs, and not meaningful under emulation",
+)];
 
 /// Guest CPUs: this machine's two cores, one qemu thread each (multi-threaded TCG).
 const SMP: u16 = 2;
@@ -74,7 +53,7 @@ const MEMORY_MIB: u32 = 4096;
 const TIMEOUT_MIN: u64 = 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Arch {
+pub enum Arch {
     #[value(name = "x86_64")]
     X86_64,
     #[value(name = "aarch64")]
@@ -110,7 +89,25 @@ pub struct VmArgs {
     test_args: Vec<String>,
 }
 
+impl VmArgs {
+    /// The whole guest suite on `arch`'s default kernel, with the default machine.
+    pub fn suite(arch: Arch) -> Self {
+        VmArgs {
+            arch,
+            kernel: None,
+            only: Vec::new(),
+            smp: SMP,
+            memory: MEMORY_MIB,
+            kernel_args: String::new(),
+            timeout_min: TIMEOUT_MIN,
+            test_args: Vec::new(),
+        }
+    }
+}
+
 impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
     fn host() -> Self {
         if cfg!(target_arch = "aarch64") {
             Self::Aarch64
@@ -246,7 +243,7 @@ pub fn vm_test(args: VmArgs) -> Result<()> {
     let kernel = kernel(arch, args.kernel.as_deref(), &dir)?;
     let busybox = debian_file(arch, "busybox-static", "bin/busybox", &dir)?;
     let build = build(arch)?;
-    let suite = suite(arch, &build.tests, &args.only)?;
+    let suite = suite(&build.tests, &args.only)?;
     let go = if arch == Arch::host() {
         golang::build_host()?
     } else {
@@ -511,7 +508,7 @@ fn build(arch: Arch) -> Result<Build> {
 
 /// The integration test files the guest runs: all but those [`NOT_IN_GUEST`], or those of
 /// `--only`.
-fn suite(arch: Arch, tests: &BTreeMap<String, PathBuf>, only: &[String]) -> Result<Vec<String>> {
+fn suite(tests: &BTreeMap<String, PathBuf>, only: &[String]) -> Result<Vec<String>> {
     if let Some(unknown) = only.iter().find(|name| !tests.contains_key(*name)) {
         bail!(
             "--only {unknown}: no such integration test file (there are: {})",
@@ -522,7 +519,7 @@ fn suite(arch: Arch, tests: &BTreeMap<String, PathBuf>, only: &[String]) -> Resu
         .keys()
         .filter(|name| {
             if only.is_empty() {
-                not_in_guest(name, arch).is_none()
+                !NOT_IN_GUEST.iter().any(|(file, _)| file == name)
             } else {
                 only.contains(name)
             }
@@ -882,10 +879,8 @@ impl Outcome {
                 let _ = writeln!(out, "    FAILED: {failed}");
             }
         }
-        for &(name, _, _) in NOT_IN_GUEST {
-            if let Some(reason) =
-                not_in_guest(name, arch).filter(|_| !suite.iter().any(|s| s == name))
-            {
+        for &(name, reason) in NOT_IN_GUEST {
+            if !suite.iter().any(|s| s == name) {
                 let _ = writeln!(out, "  {name:<16} NOT RUN IN THIS GUEST: {reason}");
             }
         }
