@@ -18,6 +18,7 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     pub const WAITS: &str = "WAITS";
     pub const COMPLETE: &str = "COMPLETE";
+    pub const LOSSES: &str = "LOSSES";
 }
 
 /// Capacity of the in-kernel maps (userspace may shrink or grow some at load time).
@@ -38,6 +39,9 @@ pub mod capacity {
     pub const WAITS: u32 = 65536;
     /// Threads that can be between `runtime.newproc`'s two probes (arm64) at the same moment.
     pub const GO_SPAWNS: u32 = 4096;
+    /// Processes that can have lost records between two reports (userspace empties the map at
+    /// each one); losses past it are counted in [`Counter::LossUnattributed`].
+    pub const LOSSES: u32 = 4096;
 }
 
 /// Bytes of user stack a [`StackSample`] can carry (`--stack-copy` is at most this).
@@ -499,10 +503,13 @@ pub enum Counter {
     /// [`StackSample`]s lost because the ring buffer was full: their record then has only its
     /// frame-pointer stack.
     SamplesLost = 8,
+    /// Lost records whose process could not be noted because the loss map was full: every
+    /// traced process is then marked incomplete.
+    LossUnattributed = 9,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Self::Emitted,
         Self::RingFull,
@@ -513,6 +520,7 @@ impl Counter {
         Self::WaitsFull,
         Self::SamplesSent,
         Self::SamplesLost,
+        Self::LossUnattributed,
     ];
 
     pub const fn slot(self, probe: u16) -> u32 {

@@ -79,6 +79,11 @@ static COMPLETE: Array<u8> = Array::with_max_entries(capacity::STACKS, 0);
 #[map]
 static GO_SPAWNS: LruHashMap<u32, i32> = LruHashMap::with_max_entries(capacity::GO_SPAWNS, 0);
 
+/// Processes (tgid) that lost a record to a full ring buffer since userspace last emptied the
+/// map: it marks them incomplete until the next re-sync with /proc has counted what they hold.
+#[map]
+static LOSSES: HashMap<u32, u8> = HashMap::with_max_entries(capacity::LOSSES, 0);
+
 #[inline(always)]
 fn config() -> Config {
     // SAFETY: a plain read of a global; volatile so the compiler cannot fold the zero default.
@@ -90,6 +95,18 @@ fn count(probe: u16, counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter.slot(probe)) {
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
         unsafe { *slot += 1 };
+    }
+}
+
+/// A record of the current process's that did not fit in the ring buffer: counted for its
+/// probe and noted for its process. The records are about the current task's process (a fork
+/// record's child is seeded from /proc when first seen).
+#[inline(always)]
+fn lose(probe: u16) {
+    count(probe, Counter::RingFull);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if LOSSES.insert(tgid, 1, 0).is_err() {
+        count(probe, Counter::LossUnattributed);
     }
 }
 
@@ -156,7 +173,7 @@ fn emit<T: 'static>(probe: u16, event: T) {
             entry.submit(wakeup(core::mem::size_of::<T>()));
             count(probe, Counter::Emitted);
         }
-        None => count(probe, Counter::RingFull),
+        None => lose(probe),
     }
 }
 
@@ -488,7 +505,7 @@ fn emit_path(
     let ts = now();
     sample_stack(cfg, probe, stack_id, ts, tgid, tid);
     let Some(mut entry) = EVENTS.reserve::<FdPathEvent>(0) else {
-        count(probe, Counter::RingFull);
+        lose(probe);
         return;
     };
     let event = entry.as_mut_ptr();

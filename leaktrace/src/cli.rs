@@ -113,6 +113,12 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_COPY, value_parser = parse_stack_copy)]
     pub stack_copy: u32,
 
+    /// Never read the pathnames files are opened with (they can be sensitive: user names, tokens
+    /// in paths): the kernel side then does not touch that user memory, and findings have no
+    /// sample path.
+    #[arg(long)]
+    pub no_paths: bool,
+
     /// Serve HTTP on this address: /metrics (Prometheus), /findings (JSON), /healthz and
     /// /readyz. With --all, this is the daemon mode of deploy/daemonset.yaml.
     #[arg(long, value_name = "ADDR:PORT")]

@@ -27,6 +27,7 @@ pub fn main(go_binaries: &[std::ffi::OsString]) -> anyhow::Result<i32> {
             ring_bytes: leaktrace_common::capacity::EVENTS_BYTES,
             trace_all: false,
             stack_copy_bytes: 0,
+            paths: true,
             floor: true,
         },
     )?;

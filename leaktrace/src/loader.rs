@@ -39,6 +39,8 @@ pub struct LoadOptions {
     pub trace_all: bool,
     /// Bytes of user stack copied at creation events (`--stack-copy`).
     pub stack_copy_bytes: u32,
+    /// Read the pathnames of opened files (off: `--no-paths`).
+    pub paths: bool,
     /// The benchmark floor: the empty program `floor` on every tracepoint instead of the real
     /// ones, so the kernel's cost of running a program there can be measured alone.
     pub floor: bool,
@@ -155,6 +157,7 @@ pub struct ProbeCounters {
     pub waits_full: u64,
     pub samples: u64,
     pub samples_lost: u64,
+    pub losses_unattributed: u64,
 }
 
 /// Time the kernel spent in one program, counted only while `kernel.bpf_stats_enabled` is 1
@@ -178,6 +181,7 @@ pub struct Probes {
     targets: HashMap<MapData, u32, u8>,
     waits: HashMap<MapData, u32, InFlightWait>,
     complete: Array<MapData, u8>,
+    losses: HashMap<MapData, u32, u8>,
     /// Ids marked in `complete` since the stack map was last cleared.
     marked: Vec<u32>,
     /// Tracepoints attached, as `category:name` (and the kprobe, as [`FD_INSTALL_PROBE`]).
@@ -185,6 +189,8 @@ pub struct Probes {
     pub skipped: Vec<Skipped>,
     /// Whether the `fd_install` kprobe completes the syscall tracepoints.
     pub fd_mode: FdMode,
+    /// Whether the pathnames of opened files are read.
+    pub paths: bool,
     /// Probe slot → name, for the counters.
     slot_names: Vec<String>,
     /// Loaded as the benchmark floor: empty programs in place of the real ones.
@@ -476,7 +482,11 @@ impl Probes {
         slot_names.extend(GO_PROBES.map(|(_, name)| name.to_owned()));
         slot_names.push(FD_INSTALL_PROBE.to_owned());
         debug_assert_eq!(slot_names.len(), usize::from(Probe::FIRST_SYSCALL));
-        for (index, syscall) in FD_SYSCALLS.iter().enumerate() {
+        let fd_syscalls = FD_SYSCALLS.iter().map(|&syscall| match opts.paths {
+            true => syscall,
+            false => syscall.without_path(),
+        });
+        for (index, syscall) in fd_syscalls.enumerate() {
             let probe = Probe::syscall(index as u16);
             slot_names.push(syscall.name.to_owned());
             if !syscalls_usable {
@@ -554,12 +564,14 @@ impl Probes {
             targets: take_map(&mut ebpf, names::TARGETS)?,
             waits: take_map(&mut ebpf, names::WAITS)?,
             complete: take_map(&mut ebpf, names::COMPLETE)?,
+            losses: take_map(&mut ebpf, names::LOSSES)?,
             marked: Vec::new(),
             ebpf,
             links,
             attached,
             skipped,
             fd_mode,
+            paths: opts.paths,
             slot_names,
             floor: opts.floor,
         })
@@ -687,6 +699,18 @@ impl Probes {
         }
     }
 
+    /// The processes that lost records since the last call, and the map emptied of them. One
+    /// that loses another record after its key is read is simply noted again.
+    pub fn take_losses(&mut self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.losses.keys().map_while(Result::ok).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in &pids {
+            let _ = self.losses.remove(pid);
+        }
+        pids
+    }
+
     /// Every futex wait in progress in a traced process, by thread id.
     pub fn waits(&self) -> Vec<(u32, InFlightWait)> {
         // The map changes while it is walked: a key deleted under the walk restarts it in the
@@ -736,6 +760,7 @@ impl Probes {
                     waits_full: c(Counter::WaitsFull),
                     samples: c(Counter::SamplesSent),
                     samples_lost: c(Counter::SamplesLost),
+                    losses_unattributed: c(Counter::LossUnattributed),
                 }
             })
             .collect()

@@ -26,6 +26,9 @@ pub struct Health {
     pub events: u64,
     /// Records the kernel could not write because the ring buffer was full.
     pub lost_events: u64,
+    /// Lost records whose process the kernel could not note (every process is then marked
+    /// incomplete).
+    pub losses_unattributed: u64,
     /// Stack captures that failed (the finding then has no frames).
     pub stack_failures: u64,
     /// Disagreements between tracked state and /proc found by re-syncs.
@@ -36,6 +39,8 @@ pub struct Health {
     /// misses those received over SCM_RIGHTS, created by io_uring or installed by other
     /// syscalls (`none`: no fd tracing).
     pub fd_mode: FdMode,
+    /// Whether the pathnames of opened files are read (`--no-paths` turns it off).
+    pub paths: bool,
     /// Records that failed validation.
     pub decode_errors: u64,
     /// Closes of fds opened before tracing began.
@@ -534,6 +539,17 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
         h.probes_skipped.len(),
         h.fd_mode.as_str()
     )?;
+    if !h.paths {
+        writeln!(out, "  pathnames of opened files not read (--no-paths)")?;
+    }
+    if h.lost_events + h.dropped_objects > 0 {
+        writeln!(
+            out,
+            "  records lost {}, objects dropped at a bound {}: those processes are marked \
+             (incomplete); re-syncs with /proc keep their counts right, not the stacks",
+            h.lost_events, h.dropped_objects
+        )?;
+    }
     if h.samples_lost + h.stacks.unpaired + h.stacks.dropped > 0 {
         writeln!(
             out,
@@ -567,14 +583,15 @@ pub fn write_table(out: &mut impl Write, r: &Report, live: bool) -> std::io::Res
         let placed = r.placements.get(&p.pid).map_or(String::new(), where_placed);
         writeln!(
             out,
-            "  pid {:<7} {:<16} threads {:<5} fds {:<5} [{}] waiters {}{}{placed}{growth}",
+            "  pid {:<7} {:<16} threads {:<5} fds {:<5} [{}] waiters {}{}{}{placed}{growth}",
             p.pid,
             p.comm,
             p.threads,
             p.fds.values().sum::<u64>(),
             fds.join(", "),
             p.blocked_waiters,
-            if p.exited { " (exited)" } else { "" }
+            if p.exited { " (exited)" } else { "" },
+            if p.incomplete { " (incomplete)" } else { "" }
         )?;
     }
     if hidden > 0 {
@@ -751,6 +768,7 @@ pub(crate) mod tests {
                 events: 99,
                 probes_attached: 5,
                 fd_mode: FdMode::TracepointsAndKprobe,
+                paths: true,
                 ..Health::default()
             },
         }
@@ -840,6 +858,38 @@ pub(crate) mod tests {
                 .next()
                 .unwrap()
                 .ends_with("probes 5 attached / 0 skipped, fd mode tracepoints+kprobe"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn table_says_what_is_missing_lost_records_and_paths() {
+        let mut r = report();
+        let mut out = Vec::new();
+        write_table(&mut out, &r, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("incomplete"), "{text}");
+        assert!(!text.contains("not read"), "{text}");
+
+        r.health.lost_events = 7;
+        r.processes[0].incomplete = true;
+        let mut out = Vec::new();
+        write_table(&mut out, &r, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("lost 7,"), "{text}");
+        assert!(
+            text.contains("records lost 7, objects dropped at a bound 0"),
+            "{text}"
+        );
+        let pid_line = text.lines().find(|l| l.contains("pid 42")).unwrap();
+        assert!(pid_line.contains("(incomplete)"), "{pid_line}");
+
+        r.health.paths = false;
+        let mut out = Vec::new();
+        write_table(&mut out, &r, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("pathnames of opened files not read"),
             "{text}"
         );
     }

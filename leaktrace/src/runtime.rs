@@ -76,6 +76,8 @@ struct Session {
     events: u64,
     decode_errors: u64,
     stack_map_clears: u64,
+    /// Lost records the kernel could not attribute to a process, as of the last report.
+    losses_unattributed: u64,
     /// How the Kubernetes API watch fares, when there is one.
     kube_status: Option<Arc<Mutex<ApiStatus>>>,
 }
@@ -89,6 +91,25 @@ impl Session {
             self.wait_scanner.seed(pid, &snap.tids, snap.started_ns);
         }
         self.go.observe(pid, &mut self.probes);
+    }
+
+    /// Marks the processes that lost records since the last report incomplete; a loss the
+    /// kernel could not attribute (its map of them was full) marks every one.
+    fn note_losses(&mut self) {
+        let unattributed = self
+            .probes
+            .counters()
+            .iter()
+            .map(|p| p.losses_unattributed)
+            .sum();
+        let mut pids = self.probes.take_losses();
+        if unattributed > self.losses_unattributed {
+            self.losses_unattributed = unattributed;
+            pids = self.aggregator.live_pids();
+        }
+        for pid in pids {
+            self.aggregator.records_lost(pid);
+        }
     }
 
     fn apply(&mut self, batch: &mut Vec<Result<Record, DecodeError>>) {
@@ -224,11 +245,13 @@ impl Session {
         Health {
             events: self.events,
             lost_events: sum(|p| p.lost),
+            losses_unattributed: sum(|p| p.losses_unattributed),
             stack_failures: sum(|p| p.stack_failures),
             resync_mismatches: agg.resync_mismatches,
             probes_attached: self.probes.attached.len(),
             probes_skipped: self.probes.skipped.clone(),
             fd_mode: self.probes.fd_mode,
+            paths: self.probes.paths,
             decode_errors: self.decode_errors,
             untracked_closes: agg.untracked_closes,
             dropped_objects: agg.dropped_objects,
@@ -358,6 +381,7 @@ impl Clock {
         cli: &Cli,
         is_final: bool,
     ) -> (Report, Vec<Finding>) {
+        session.note_losses();
         let now = procfs::monotonic_ns();
         let all = session.findings(now, cli.min_age.as_nanos() as u64);
         let findings = all
@@ -476,6 +500,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             ring_bytes: cli.ring_buffer_bytes,
             trace_all: cli.all,
             stack_copy_bytes: cli.stack_copy,
+            paths: !cli.no_paths,
             floor: false,
         },
     )?;
@@ -503,6 +528,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         events: 0,
         decode_errors: 0,
         stack_map_clears: 0,
+        losses_unattributed: 0,
         kube_status: kube.map(|k| k.status),
     };
 

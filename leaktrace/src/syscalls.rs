@@ -89,6 +89,17 @@ pub fn syscall_number(name: &str) -> Option<u32> {
 }
 
 impl FdSyscall {
+    /// The same syscall with its pathname left unread (`--no-paths`).
+    pub fn without_path(self) -> Self {
+        match self.shape {
+            Shape::RetFdPath => Self {
+                shape: Shape::RetFd,
+                ..self
+            },
+            _ => self,
+        }
+    }
+
     /// This architecture's number for the syscall, if it has one.
     pub fn number(&self) -> Option<u32> {
         syscall_number(self.name)
@@ -166,6 +177,25 @@ fn number(name: &str) -> Option<libc::c_long> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_paths_no_open_reads_its_pathname_or_needs_its_entry() {
+        let opens: Vec<FdSyscall> = FD_SYSCALLS
+            .iter()
+            .filter(|s| s.shape == Shape::RetFdPath)
+            .copied()
+            .collect();
+        assert_eq!(opens.len(), 4);
+        for s in opens {
+            let without = s.without_path();
+            assert_eq!((without.shape, without.kind), (Shape::RetFd, s.kind));
+            assert_eq!(without.enter_tracepoint(), None);
+            assert_eq!(without.exit_tracepoint(), s.exit_tracepoint());
+        }
+        for s in FD_SYSCALLS.iter().filter(|s| s.shape != Shape::RetFdPath) {
+            assert_eq!(s.without_path().shape, s.shape);
+        }
+    }
 
     #[test]
     fn every_syscall_has_a_unique_name_and_a_number_where_the_architecture_has_it() {

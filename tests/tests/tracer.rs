@@ -430,6 +430,90 @@ fn traced_command_is_followed_from_exec_to_exit() {
     out.assert_nothing_lost();
 }
 
+/// Lets this test process, and the reproducers it starts, hold `n` fds.
+fn raise_fd_limit(n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: a plain syscall on a valid struct; root may raise the hard limit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_ring_buffer_overload_is_counted_marked_and_resynced() {
+    require_root();
+    const OPENS: u64 = 5000;
+    raise_fd_limit(OPENS + 1000);
+    // A 4 KiB ring (~80 fd records) against 5000 opens in one burst: most records are lost.
+    let mut repro = Repro::start(
+        "fd-file",
+        &["--count", &OPENS.to_string(), "--interval-ms", "0"],
+    );
+    let mut tracer = Tracer::start(&[
+        "--ring-buffer-bytes".into(),
+        "4096".into(),
+        "--pid".into(),
+        repro.pid.to_string(),
+    ]);
+    assert_eq!(repro.go_and_wait(), OPENS);
+    // A report after the burst: its re-sync has read /proc since.
+    tracer.wait_reports(2);
+    let truth = proc_truth(repro.pid);
+    let out = tracer.stop();
+
+    let h = &out.health;
+    let lost = h["lost_events"].as_u64().expect("lost_events");
+    assert!(lost > 0, "no record lost: {h}");
+    // Counted per probe, all of them, and attributed to the process.
+    let per_probe: Vec<(&str, u64)> = h["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["lost"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(per_probe.iter().map(|(_, n)| n).sum::<u64>(), lost);
+    let most = per_probe.iter().max_by_key(|(_, n)| *n).unwrap();
+    assert_eq!(most.0, "openat", "losses by probe: {per_probe:?}");
+    assert_eq!(h["losses_unattributed"], 0, "{h}");
+    let p = out.process(repro.pid);
+    assert_eq!(p["incomplete"], true, "{p}");
+    // The re-syncs found the fds whose opens were lost, and put the counts right: exactly.
+    assert!(h["resync_mismatches"].as_u64().unwrap() > 0, "{h}");
+    assert_eq!(p["threads"], truth.0, "{p}");
+    let reported: BTreeMap<String, u64> = serde_json::from_value(p["fds"].clone()).unwrap();
+    assert_eq!(reported, truth.1, "leaktrace {p}, /proc {:?}", truth.1);
+    assert!(truth.1["file"] >= OPENS, "{:?}", truth.1);
+}
+
+#[test]
+fn with_no_paths_a_leak_is_found_without_its_pathname() {
+    require_root();
+    let leak = |extra: &[&str]| {
+        let mut repro = Repro::start("fd-file", &["--count", "5", "--interval-ms", "1"]);
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["--pid".into(), repro.pid.to_string()]);
+        let mut tracer = Tracer::start(&args);
+        assert_eq!(repro.go_and_wait(), 5);
+        tracer.wait_reports(1);
+        let out = tracer.stop();
+        let top = (*out.findings_of(repro.pid).first().expect("a finding")).clone();
+        assert_eq!(
+            (&top["kind"], &top["outstanding"]),
+            (&"file".into(), &5.into())
+        );
+        (top, out.health)
+    };
+    let (top, health) = leak(&[]);
+    assert_eq!(top["path"], "/dev/null", "{top}");
+    assert_eq!(health["paths"], true);
+    let (top, health) = leak(&["--no-paths"]);
+    assert!(top["path"].is_null(), "{top}");
+    assert_eq!(health["paths"], false);
+    assert_eq!(health["path_failures"], 0);
+}
+
 #[test]
 fn target_exiting_mid_trace_ends_with_a_final_report() {
     require_root();

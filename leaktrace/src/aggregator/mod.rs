@@ -281,6 +281,15 @@ impl Aggregator {
         self.exit(pid, ts_ns);
     }
 
+    /// The kernel lost records of `pid` to a full ring buffer: marked incomplete for good (the
+    /// next re-sync puts its counts right, but what the lost records created has no stack). A
+    /// process not tracked yet is seeded from /proc when first seen: nothing to mark.
+    pub fn records_lost(&mut self, pid: u32) {
+        if let Some(process) = self.live.processes.get_mut(&pid) {
+            process.incomplete = true;
+        }
+    }
+
     /// Records one sample of every group's outstanding count at `now_ns` (once per report
     /// interval): what rate_per_s is fitted to.
     pub fn tick(&mut self, now_ns: u64) {

@@ -1555,6 +1555,32 @@ fn object_bound_drops_and_marks_the_process_incomplete() {
 }
 
 #[test]
+fn lost_records_mark_the_process_incomplete_and_a_resync_restores_its_counts() {
+    let mut agg = seeded(Limits::default());
+    // fd 4's open and fd 3's close were lost; the kernel noted the process.
+    run(&mut agg, &[open(SEC, P, 3, FdKind::File, Some(1))]);
+    agg.records_lost(P);
+    // An untracked process is seeded when first seen: nothing to mark, nothing created.
+    agg.records_lost(999);
+    assert!(!agg.is_live(999));
+    let summary = &agg.processes()[0];
+    assert!(summary.incomplete);
+    assert_eq!(agg.findings(2 * SEC, 0)[0].outstanding, 1);
+
+    assert_eq!(agg.resync(&snap(P, 2 * SEC, &[P], &[0, 1, 2, 4])), 2);
+    check(&agg);
+    let fds: Vec<i32> = {
+        let mut fds: Vec<i32> = process(&agg, P).fds.keys().copied().collect();
+        fds.sort_unstable();
+        fds
+    };
+    assert_eq!(fds, [0, 1, 2, 4]);
+    // Counts are right again; the process stays marked (fd 4 has no stack).
+    assert!(agg.processes()[0].incomplete);
+    assert_eq!(agg.findings(3 * SEC, 0)[0].outstanding, 0);
+}
+
+#[test]
 fn process_bound_evicts_the_least_recently_active() {
     let limits = Limits {
         max_processes: 2,
