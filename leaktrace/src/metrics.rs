@@ -167,6 +167,11 @@ pub fn render(report: &Report, all: &[Finding]) -> String {
             h.lost_events,
         ),
         (
+            "losses_unattributed",
+            "Lost records whose process the kernel could not note (all were marked incomplete)",
+            h.losses_unattributed,
+        ),
+        (
             "samples_lost",
             "Stack samples lost to a full ring buffer",
             h.samples_lost,
