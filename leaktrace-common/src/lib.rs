@@ -92,6 +92,8 @@ pub enum EventKind {
     GoroutineNew = 7,
     /// A goroutine ended: [`GoroutineExitEvent`].
     GoroutineExit = 8,
+    /// A thread called exit_group: [`ExitGroupEvent`].
+    ExitGroup = 9,
 }
 
 impl EventKind {
@@ -105,6 +107,7 @@ impl EventKind {
             6 => Self::StackSample,
             7 => Self::GoroutineNew,
             8 => Self::GoroutineExit,
+            9 => Self::ExitGroup,
             _ => return None,
         })
     }
@@ -163,6 +166,14 @@ pub enum GroupDead {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecEvent {
+    pub header: EventHeader,
+}
+
+/// `syscalls:sys_enter_exit_group`: the process is ending; every thread that exits from now on
+/// is killed with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitGroupEvent {
     pub header: EventHeader,
 }
 

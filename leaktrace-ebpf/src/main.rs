@@ -23,11 +23,11 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use leaktrace_common::{
-    capacity, futex, Config, Counter, EventHeader, EventKind, ExecEvent, FdEvent, FdKind, FdOp,
-    FdPathEvent, GoFields, GoroutineExitEvent, GoroutineNewEvent, GroupDead, InFlightWait,
-    PendingCall, Probe, Shape, StackSample, SyscallSpec, Target, TaskNewEvent, ThreadExitEvent,
-    UserRegs, BPF_F_USER_STACK, CLONE_PIDFD, CLONE_THREAD, CLOSE_RANGE_CLOEXEC, F_DUPFD,
-    F_DUPFD_CLOEXEC, NO_STACK, PATH_CAP, STACK_COPY_MAX,
+    capacity, futex, Config, Counter, EventHeader, EventKind, ExecEvent, ExitGroupEvent, FdEvent,
+    FdKind, FdOp, FdPathEvent, GoFields, GoroutineExitEvent, GoroutineNewEvent, GroupDead,
+    InFlightWait, PendingCall, Probe, Shape, StackSample, SyscallSpec, Target, TaskNewEvent,
+    ThreadExitEvent, UserRegs, BPF_F_USER_STACK, CLONE_PIDFD, CLONE_THREAD, CLOSE_RANGE_CLOEXEC,
+    F_DUPFD, F_DUPFD_CLOEXEC, NO_STACK, PATH_CAP, STACK_COPY_MAX,
 };
 
 /// Written by the loader before the programs are loaded (see `Config`).
@@ -276,6 +276,24 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         probe,
         ExecEvent {
             header: header(EventKind::Exec, probe, now(), tgid, tid),
+        },
+    );
+    0
+}
+
+/// exit_group(2) entry: tells the threads the process's death kills from those that ended
+/// before it (counted with the thread exits).
+#[tracepoint]
+pub fn exit_group_enter(_ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let Some((tgid, tid)) = traced_current(&cfg) else {
+        return 0;
+    };
+    let probe = Probe::THREAD_EXIT;
+    emit(
+        probe,
+        ExitGroupEvent {
+            header: header(EventKind::ExitGroup, probe, now(), tgid, tid),
         },
     );
     0

@@ -191,6 +191,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let _: abi::ExecEvent = exact(bytes, "exec")?;
             What::Exec
         }
+        abi::EventKind::ExitGroup => {
+            let _: abi::ExitGroupEvent = exact(bytes, "exit_group")?;
+            What::ExitGroup
+        }
         abi::EventKind::StackSample => return Ok(Record::Sample(sample(&header, bytes)?)),
         abi::EventKind::Fd => fd_what(&exact::<abi::FdEvent>(bytes, "fd")?, None)?,
         abi::EventKind::FdPath => {

@@ -50,6 +50,8 @@ pub enum What {
     ThreadExit {
         group_dead: Option<bool>,
     },
+    /// A thread of the process called exit_group: threads exiting from now on die with it.
+    ExitGroup,
     /// The process replaced its image: every other thread is gone, the execing thread now has
     /// tid == pid, close-on-exec fds are closed.
     Exec,

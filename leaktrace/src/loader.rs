@@ -202,6 +202,9 @@ const PROCESS_EXIT: (&str, &str) = ("sched", "sched_process_exit");
 const PROCESS_EXEC: (&str, &str) = ("sched", "sched_process_exec");
 
 /// Futex probes: (program, tracepoint, probe slot name).
+/// exit_group entry: the threads exiting after it die with their process.
+const EXIT_GROUP: (&str, &str) = ("exit_group_enter", "sys_enter_exit_group");
+
 const FUTEX_PROBES: [(&str, &str); 4] = [
     ("futex_enter", "sys_enter_futex"),
     ("futex_exit", "sys_exit_futex"),
@@ -426,6 +429,7 @@ impl Probes {
                 "futex_enter",
                 "futex_waitv_enter",
                 "futex_exit",
+                EXIT_GROUP.0,
             ]
         };
         for &program in programs {
@@ -463,7 +467,7 @@ impl Probes {
         let mut syscalls: Array<MapData, SyscallSpec> = take_map(&mut ebpf, names::SYSCALLS)?;
         let syscalls_usable = !already_skipped(&skipped, "syscalls:*");
         if syscalls_usable {
-            for (program, tp) in FUTEX_PROBES {
+            for (program, tp) in FUTEX_PROBES.into_iter().chain([EXIT_GROUP]) {
                 if let Err(reason) = attach(&mut ebpf, program, "syscalls", tp) {
                     skipped.push(Skipped {
                         name: format!("syscalls:{tp}"),

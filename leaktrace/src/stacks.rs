@@ -86,7 +86,10 @@ impl Stacks {
                 self.unwinder.forget(event.pid);
                 return;
             }
-            What::FdClose { .. } | What::FdCloseRange { .. } | What::GoroutineExit { .. } => return,
+            What::FdClose { .. }
+            | What::FdCloseRange { .. }
+            | What::GoroutineExit { .. }
+            | What::ExitGroup => return,
         };
         self.pair(event.pid, event.tid, event.ts_ns, stack, kernel);
         if stack.is_none() {

@@ -153,6 +153,8 @@ pub(super) struct Process {
     /// An exec whose close-on-exec closes no snapshot has shown yet: fds from before it may be
     /// gone without a close.
     pub exec_ns: Option<u64>,
+    /// When a thread called exit_group: the exits after it are the process's death.
+    pub exit_group_ns: Option<u64>,
     pub threads: HashMap<u32, Thread>,
     pub fds: HashMap<i32, Fd>,
     /// Live goroutines created while traced, by goid.
@@ -194,6 +196,7 @@ impl Process {
             incomplete: false,
             last_active: activity,
             exec_ns: None,
+            exit_group_ns: None,
             threads: HashMap::new(),
             fds: HashMap::new(),
             goroutines: HashMap::new(),
@@ -710,7 +713,9 @@ impl Process {
     /// went with the process (exit_group ends every thread, each as an ordinary exit): they are
     /// held at exit, not released.
     pub fn freeze(mut self, ts_ns: u64, limits: &Limits) -> Exited {
-        let window_start = ts_ns.saturating_sub(limits.exit_group_ns);
+        let window_start = ts_ns
+            .saturating_sub(limits.exit_group_ns)
+            .max(self.exit_group_ns.unwrap_or(0));
         for gone in std::mem::take(&mut self.recent_exits) {
             if gone.exit_ns < window_start || self.threads.contains_key(&gone.tid) {
                 continue;

@@ -838,6 +838,31 @@ fn threads_ended_with_the_last_thread_without_group_dead_are_held_at_exit() {
 }
 
 #[test]
+fn with_exit_group_seen_only_the_threads_exiting_after_it_are_held() {
+    let mut agg = leaking_threads();
+    // 101 and 102 end on their own (joined), 103..=105 are killed by exit_group, all within the
+    // window before the process's death.
+    let mut events: Vec<Event> = (1..=5u32)
+        .map(|k| exit(10 * SEC - u64::from(6 - k) * MS, P, 100 + k, Some(false)))
+        .collect();
+    events.insert(2, ev(10 * SEC - 3 * MS - MS / 2, P, P, What::ExitGroup));
+    events.push(exit(10 * SEC, P, P, Some(true)));
+    run(&mut agg, &events);
+    let findings = agg.findings(11 * SEC, 0);
+    let held = finding(&findings, P, None, Some(stack(P, 0, 7))).unwrap();
+    assert_eq!(
+        (held.exited, held.outstanding, leak(&held).destroyed),
+        (true, 3, 2),
+        "{held:?}"
+    );
+    assert_eq!(
+        agg.processes()[0].threads,
+        5,
+        "the three, 200 (never exited) and the main thread"
+    );
+}
+
+#[test]
 fn a_leaked_thread_the_process_dies_with_is_held_at_exit() {
     let mut agg = leaking_threads();
     let mut events: Vec<Event> = (1..=4u32)
