@@ -281,6 +281,7 @@ fn test() -> Result<()> {
         ])
         .env("LEAKTRACE_BIN", bin.join("leaktrace"))
         .env("LEAKTRACE_REPRODUCER", bin.join("leaktrace-reproducer"))
+        .env("LEAKTRACE_WORKLOAD", bin.join("leaktrace-workload"))
         .envs(go.env()))?;
     // The CI use of the product: every reproducer scenario under --fail-on leak.
     gate(2)?;

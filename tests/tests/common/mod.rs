@@ -215,6 +215,10 @@ impl Tracer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until `n` more periodic JSON reports have been printed, so what happened so far
     /// is in the tracer's state.
     pub fn wait_reports(&mut self, n: usize) {
