@@ -430,22 +430,13 @@ fn traced_command_is_followed_from_exec_to_exit() {
     out.assert_nothing_lost();
 }
 
-/// Lets this test process, and the reproducers it starts, hold `n` fds.
-fn raise_fd_limit(n: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    // SAFETY: a plain syscall on a valid struct; root may raise the hard limit.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn a_ring_buffer_overload_is_counted_marked_and_resynced() {
     require_root();
     const OPENS: u64 = 5000;
-    raise_fd_limit(OPENS + 1000);
+    // For this process and the reproducer it starts.
+    let limit = leaktrace_tests::raise_fd_limit(OPENS + 1000).expect("raise the fd limit");
+    assert!(limit >= OPENS + 1000, "fd limit {limit}");
     // A 4 KiB ring (~80 fd records) against 5000 opens in one burst: most records are lost.
     let mut repro = Repro::start(
         "fd-file",
@@ -485,6 +476,60 @@ fn a_ring_buffer_overload_is_counted_marked_and_resynced() {
     let reported: BTreeMap<String, u64> = serde_json::from_value(p["fds"].clone()).unwrap();
     assert_eq!(reported, truth.1, "leaktrace {p}, /proc {:?}", truth.1);
     assert!(truth.1["file"] >= OPENS, "{:?}", truth.1);
+}
+
+#[test]
+fn fds_inherited_across_fork_and_exec_are_the_childs_from_the_parents_stack() {
+    require_root();
+    // 10 inheritable and 10 close-on-exec fds, then a child that execs and holds.
+    let mut repro = Repro::start("fd-inherit", &["--count", "20", "--interval-ms", "10"]);
+    let mut tracer = Tracer::start(&["--pid".into(), repro.pid.to_string()]);
+    assert_eq!(repro.go_and_wait(), 20);
+    let child: u32 = repro
+        .stdout
+        .seen
+        .iter()
+        .find_map(|l| l.strip_prefix("child pid="))
+        .and_then(|pid| pid.parse().ok())
+        .expect("child pid=N");
+    tracer.wait_reports(2);
+    let truth = proc_truth(child);
+    let out = tracer.stop();
+
+    let p = out.process(child);
+    assert_eq!(
+        (&p["exited"], &p["comm"]),
+        (&false.into(), &"leaktrace-repro".into())
+    );
+    let files = p["fds"]["file"].as_u64().expect("file fds");
+    assert_eq!(files, truth.1["file"], "leaktrace {p}, /proc {:?}", truth.1);
+    // The parent holds both kinds, each group from its own call site.
+    let parent = out.findings_of(repro.pid);
+    let files_of = |findings: &[&Value], function: &str| -> u64 {
+        findings
+            .iter()
+            .filter(|f| f["kind"] == "file" && symbols(f).iter().any(|s| s.contains(function)))
+            .map(|f| f["outstanding"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(files_of(&parent, "open_inheritable"), 10, "{parent:?}");
+    assert_eq!(files_of(&parent, "open_dev_null"), 10, "{parent:?}");
+    // The child: the inherited ones, attributed to the parent's stack; the close-on-exec ones
+    // went at exec.
+    let inherited = out.findings_of(child);
+    assert_eq!(
+        files_of(&inherited, "open_inheritable"),
+        10,
+        "{inherited:?}"
+    );
+    assert!(
+        symbols(inherited[0])
+            .iter()
+            .any(|s| s.contains("leak_inherited_fds")),
+        "{inherited:?}"
+    );
+    assert_eq!(files_of(&inherited, "open_dev_null"), 0, "{inherited:?}");
+    out.assert_nothing_lost();
 }
 
 #[test]

@@ -408,6 +408,7 @@ const GATE_CASES: &[(&str, Expect, &[&str])] = &[
     ("fd-memfd", Expect::Leak, LEAK_SLOWLY),
     ("fd-pidfd", Expect::Leak, LEAK_SLOWLY),
     ("fd-dup", Expect::Leak, LEAK_SLOWLY),
+    ("fd-inherit", Expect::Leak, LEAK_SLOWLY),
     // The 6.1 guests of `cargo xtask vm-test` have kprobes: tests/tests/tracer.rs checks it
     // there (`an_fd_received_over_scm_rights_is_attributed`).
     (

@@ -243,6 +243,15 @@ const SCENARIOS: &[Scenario] = &[
         ..leak("fd-scm-rights", 1, leak_received_fd)
     },
     Scenario {
+        name: "fd-inherit",
+        setup: no_fixture,
+        action: Action::Staged(leak_inherited_fds),
+        count: 20,
+        interval_ms: 50,
+        hold: true,
+        busy: None,
+    },
+    Scenario {
         name: "clean",
         setup: no_fixture,
         action: Action::Churn(churn_iteration),
@@ -288,6 +297,15 @@ fn open_dev_null() -> io::Result<RawFd> {
     // SAFETY: the path is a NUL-terminated literal.
     sys("openat", || unsafe {
         libc::openat(libc::AT_FDCWD, c"/dev/null".as_ptr(), flags)
+    })
+}
+
+/// Like [`open_dev_null`], but without O_CLOEXEC: a child inherits it across exec.
+#[inline(never)]
+fn open_inheritable() -> io::Result<RawFd> {
+    // SAFETY: the path is a NUL-terminated literal.
+    sys("openat", || unsafe {
+        libc::openat(libc::AT_FDCWD, c"/dev/null".as_ptr(), libc::O_RDONLY)
     })
 }
 
@@ -1360,6 +1378,31 @@ extern "C" fn wait_for_release(arg: *mut c_void) -> c_int {
 
 /// `burst-release`: `--count` fds (a pipe first, then files, sockets and pipes in turn) and
 /// [`BURST_THREADS`] threads (bare tasks, so their creation stacks walk, as in `threads`) blocked
+/// `fd-inherit`: `--count` fds, one every `--interval-ms`, alternately inheritable and
+/// close-on-exec; then a child process, this program holding (`clean --count 0`, as long as this
+/// one holds, or 2 s), that inherits the first kind across fork and exec. Says `child pid=N`.
+#[inline(never)]
+fn leak_inherited_fds(_: &Fixture, opts: &Options) -> io::Result<usize> {
+    for n in 1..=opts.count {
+        black_box(if n % 2 == 1 {
+            open_inheritable()?
+        } else {
+            open_dev_null()?
+        });
+        say(format_args!("leaked {n}"));
+        if n < opts.count {
+            thread::sleep(opts.interval);
+        }
+    }
+    let hold_ms = opts.hold_for.map_or(2000, |d| d.as_millis());
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["clean", "--count", "0", "--hold-ms", &hold_ms.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    say(format_args!("child pid={}", child.id()));
+    Ok(opts.count)
+}
+
 /// reading that pipe, in one burst; held for `--interval-ms`, then every thread released and
 /// joined (gone from /proc) and every fd closed.
 #[inline(never)]
