@@ -265,38 +265,32 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A record that is its header alone, for the current task when it is traced.
+#[inline(always)]
+fn emit_mark<T: 'static>(
+    probe: u16,
+    kind: EventKind,
+    record: impl FnOnce(EventHeader) -> T,
+) -> u32 {
+    let cfg = config();
+    if let Some((tgid, tid)) = traced_current(&cfg) {
+        emit(probe, record(header(kind, probe, now(), tgid, tid)));
+    }
+    0
+}
+
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = traced_current(&cfg) else {
-        return 0;
-    };
-    let probe = Probe::EXEC;
-    emit(
-        probe,
-        ExecEvent {
-            header: header(EventKind::Exec, probe, now(), tgid, tid),
-        },
-    );
-    0
+    emit_mark(Probe::EXEC, EventKind::Exec, |header| ExecEvent { header })
 }
 
 /// exit_group(2) entry: tells the threads the process's death kills from those that ended
 /// before it (counted with the thread exits).
 #[tracepoint]
 pub fn exit_group_enter(_ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let Some((tgid, tid)) = traced_current(&cfg) else {
-        return 0;
-    };
-    let probe = Probe::THREAD_EXIT;
-    emit(
-        probe,
-        ExitGroupEvent {
-            header: header(EventKind::ExitGroup, probe, now(), tgid, tid),
-        },
-    );
-    0
+    emit_mark(Probe::THREAD_EXIT, EventKind::ExitGroup, |header| {
+        ExitGroupEvent { header }
+    })
 }
 
 /// The traced task and the table entry for the syscall behind this tracepoint.
