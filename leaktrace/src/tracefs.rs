@@ -31,19 +31,39 @@ impl Tracefs {
     /// Finds the mounted tracefs, mounting it at /sys/kernel/tracing when it is not (a fresh
     /// VM often has it unmounted; aya finds it in the same places).
     pub fn find_or_mount() -> Result<Self, String> {
-        if let Some(found) = CANDIDATES.iter().map(Path::new).find(|p| is_mounted(p)) {
-            return Ok(Self::at(found));
+        Self::find_or_mount_with(is_mounted, mount_tracefs)
+    }
+
+    fn find_or_mount_with(
+        mounted: impl Fn(&Path) -> bool,
+        mount: impl FnOnce(&str) -> io::Result<()>,
+    ) -> Result<Self, String> {
+        let find = || {
+            CANDIDATES
+                .iter()
+                .map(Path::new)
+                .find(|p| mounted(p))
+                .map(Self::at)
+        };
+        if let Some(found) = find() {
+            return Ok(found);
         }
         let target = CANDIDATES[0];
-        match mount_tracefs(target) {
-            Ok(()) if is_mounted(Path::new(target)) => Ok(Self::at(target)),
-            Ok(()) => Err(format!("mounted tracefs at {target} but it is empty")),
-            Err(err) => Err(format!(
+        let mounting = mount(target);
+        // Looked for again even when the mount failed: a tracer starting at the same moment may
+        // have mounted it first, and then this mount fails with EBUSY (seen on a fresh machine
+        // whose first two tracers started together).
+        if let Some(found) = find() {
+            return Ok(found);
+        }
+        Err(match mounting {
+            Ok(()) => format!("mounted tracefs at {target} but it is empty"),
+            Err(err) => format!(
                 "tracefs is not mounted at {} and mounting it at {target} failed: {err} \
                  (mount it with `mount -t tracefs nodev {target}`)",
                 CANDIDATES.join(" or "),
-            )),
-        }
+            ),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -153,6 +173,56 @@ impl Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_mounted_tracefs_is_found_without_mounting() {
+        let found = Tracefs::find_or_mount_with(
+            |p| p == Path::new("/sys/kernel/debug/tracing"),
+            |_| panic!("mounted although one was there"),
+        );
+        assert_eq!(
+            found.unwrap().root(),
+            Path::new("/sys/kernel/debug/tracing")
+        );
+    }
+
+    #[test]
+    fn a_mount_lost_to_a_concurrent_tracer_finds_its_mount() {
+        let mounted = Cell::new(false);
+        let found = Tracefs::find_or_mount_with(
+            |p| mounted.get() && p == Path::new("/sys/kernel/tracing"),
+            |_| {
+                // The other tracer's mount lands first; this one is refused.
+                mounted.set(true);
+                Err(io::Error::from_raw_os_error(libc::EBUSY))
+            },
+        );
+        assert_eq!(found.unwrap().root(), Path::new("/sys/kernel/tracing"));
+    }
+
+    #[test]
+    fn a_failed_mount_says_how_to_mount_it() {
+        let err = Tracefs::find_or_mount_with(
+            |_| false,
+            |_| Err(io::Error::from_raw_os_error(libc::EPERM)),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("mounting it at /sys/kernel/tracing failed"),
+            "{err}"
+        );
+        assert!(
+            err.contains("mount -t tracefs nodev /sys/kernel/tracing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_mount_that_shows_no_events_is_an_error() {
+        let err = Tracefs::find_or_mount_with(|_| false, |_| Ok(())).unwrap_err();
+        assert!(err.contains("but it is empty"), "{err}");
+    }
 
     const NEWTASK_6_18: &str = "name: task_newtask
 ID: 205
