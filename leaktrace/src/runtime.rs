@@ -312,12 +312,7 @@ struct Output {
 impl Output {
     fn open(format: Format, path: Option<&PathBuf>) -> anyhow::Result<Self> {
         let (out, live): (Box<dyn Write>, bool) = match path {
-            Some(p) => (
-                Box::new(io::BufWriter::new(
-                    File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-                )),
-                false,
-            ),
+            Some(p) => (Box::new(io::BufWriter::new(create(p)?)), false),
             None => (Box::new(io::stdout()), io::stdout().is_terminal()),
         };
         Ok(Self {
@@ -347,13 +342,17 @@ impl Output {
     }
 }
 
+/// Creates (or truncates) an output file; one that cannot be written is the user's to fix.
+fn create(path: &std::path::Path) -> Result<File, Failure> {
+    File::create(path).map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))
+}
+
 /// Writes `path` with `write`, saying which file failed.
 fn write_file(
     path: &std::path::Path,
     write: impl FnOnce(io::BufWriter<File>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    write(io::BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
+    write(io::BufWriter::new(create(path)?)).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Why tracing stopped.
@@ -482,6 +481,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         .into());
     }
     validate_pids(&cli.pids)?;
+    // A command that is not there fails now, not once the probes are loaded and its exec fails.
+    if let Some(program) = cli.command.first() {
+        if !target::program_path(program).is_some_and(|path| target::is_executable(&path)) {
+            return Err(Failure::Usage(format!(
+                "cannot run {}: no such executable file{}",
+                program.to_string_lossy(),
+                if program.to_string_lossy().contains('/') {
+                    ""
+                } else {
+                    " on PATH"
+                },
+            ))
+            .into());
+        }
+    }
     // Before anything is loaded: a taken port fails the run at once.
     let listener = match cli.listen {
         Some(addr) => Some(
@@ -491,6 +505,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         ),
         None => None,
     };
+    // Output files too: one that cannot be written fails the run before tracing, not after it.
+    let mut output = Output::open(cli.format, cli.output.as_ref())?;
+    for path in [&cli.folded, &cli.flamegraph].into_iter().flatten() {
+        create(path)?;
+    }
     preflight::check_privileges()?;
     let kube = watch_pods(&cli).await?;
     let tracefs = Tracefs::find_or_mount().map_err(Failure::Kernel)?;
@@ -506,7 +525,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     )?;
     let mut reader = Reader::new(probes.take_events().context("ring buffer taken twice")?)
         .context("cannot watch the ring buffer")?;
-    let mut output = Output::open(cli.format, cli.output.as_ref())?;
     let mut session = Session {
         probes,
         aggregator: Aggregator::new(Limits {

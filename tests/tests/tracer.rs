@@ -604,6 +604,101 @@ fn nothing_to_trace_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to trace"));
 }
 
+/// Runs leaktrace with `args` to its end: (exit code, stderr).
+fn run_to_end(args: &[&str]) -> (Option<i32>, String) {
+    let out = leaktrace().args(args).output().expect("run leaktrace");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_thread_id_is_a_usage_error() {
+    // A thread of this test process: /proc shows it, but it is not a process.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).expect("send tid");
+        let _ = done_rx.recv();
+    });
+    let tid = tid_rx.recv().expect("tid");
+    let (code, stderr) = run_to_end(&["--pid", &tid.to_string()]);
+    drop(done_tx);
+    thread.join().expect("thread");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{tid} is a thread id, not a process id")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn malformed_options_are_usage_errors_that_name_the_option() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--pid", "one"], "--pid"),
+        (&["--pid", "1", "--interval", "soon"], "--interval"),
+        (&["--pid", "1", "--min-age", "forever"], "--min-age"),
+        (
+            &["--pid", "1", "--ring-buffer-bytes", "5000"],
+            "power of two",
+        ),
+        (&["--pid", "1", "--stack-copy", "12"], "multiple of 8"),
+        (&["--pid", "1", "--format", "xml"], "--format"),
+        (&["--pid", "1", "--fail-on", "bugs"], "--fail-on"),
+        (&["--pid", "1", "--max-processes", "0"], "--max-processes"),
+        (&["--pid", "1", "--listen", "nowhere"], "--listen"),
+        (&["--all", "--pid", "1"], "--pid"),
+        (&["--pid", "1", "--no-such-option"], "--no-such-option"),
+    ];
+    for (args, names) in cases {
+        let (code, stderr) = run_to_end(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(names),
+            "{args:?} should name {names}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_output_that_cannot_be_written_fails_before_tracing() {
+    let me = std::process::id().to_string();
+    for option in ["--output", "--folded", "--flamegraph"] {
+        let path = "/nonexistent-dir/leaktrace.out";
+        let (code, stderr) = run_to_end(&["--pid", &me, option, path]);
+        assert_eq!(code, Some(2), "{option}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot write {path}")),
+            "{option}: {stderr}"
+        );
+        // Refused before the probes were loaded: nothing was traced.
+        assert!(!stderr.contains("probes attached"), "{option}: {stderr}");
+    }
+}
+
+#[test]
+fn a_command_that_cannot_be_found_is_a_usage_error() {
+    for (program, why) in [
+        ("/nonexistent-dir/program", "no such executable file"),
+        (
+            "no-such-command-anywhere",
+            "no such executable file on PATH",
+        ),
+        // A file, but not executable.
+        ("/proc/self/status", "no such executable file"),
+    ] {
+        let (code, stderr) = run_to_end(&["--", program]);
+        assert_eq!(code, Some(2), "{program}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot run {program}: {why}")),
+            "{program}: {stderr}"
+        );
+        assert!(!stderr.contains("probes attached"), "{program}: {stderr}");
+    }
+}
+
 #[test]
 fn without_privileges_it_names_the_missing_capabilities() {
     require_root();
