@@ -70,6 +70,12 @@
 //!   `pingpong handoffs=<n> ns_per_handoff=<f>` and `done leaked=0` and exits (no hold unless
 //!   `--hold`).
 //!
+//! # At the limit
+//!
+//! `fd-limit` → `fill_fd_table`: lowers its soft RLIMIT_NOFILE to `--count` (1024), then opens
+//! /dev/null in one burst until open fails with EMFILE, and holds every fd: a process at its fd
+//! limit. `leaked` counts the fds it opened (the limit less the fds it already had).
+//!
 //! `--count` does not apply to the deadlocks, nor `--interval-ms` to any but the growing ones and
 //! `burst-release`.
 //!
@@ -284,6 +290,7 @@ const SCENARIOS: &[Scenario] = &[
     once("waiter-deadlock", 2, deadlock_plain),
     once("waiter-deadlock-pi", 2, deadlock_pi),
     once("waiter-churn", 200_000, churn_mutexes_in_threads),
+    once("fd-limit", 1024, fill_fd_table),
     Scenario {
         hold: false,
         ..once("futex-pingpong", 200_000, pingpong)
@@ -423,6 +430,45 @@ unsafe fn clone_task(
         libc::sigprocmask(libc::SIG_SETMASK, saved.as_ptr(), ptr::null_mut())
     })?;
     tid
+}
+
+/// Opens /dev/null until the fd table is full at a soft RLIMIT_NOFILE of `limit`; returns how
+/// many it opened. The last open fails with EMFILE, which is the end, not an error.
+#[inline(never)]
+fn fill_fd_table(limit: usize) -> io::Result<usize> {
+    let mut rlim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a valid rlimit.
+    sys("getrlimit", || unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim)
+    })?;
+    rlim.rlim_cur = (limit as libc::rlim_t).min(rlim.rlim_max);
+    // SAFETY: as above.
+    sys("setrlimit", || unsafe {
+        libc::setrlimit(libc::RLIMIT_NOFILE, &rlim)
+    })?;
+    let mut opened = 0;
+    loop {
+        // SAFETY: the path is a NUL-terminated literal.
+        let fd = unsafe {
+            libc::openat(
+                libc::AT_FDCWD,
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            opened += 1;
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EMFILE) => Ok(opened),
+            _ => Err(err),
+        };
+    }
 }
 
 #[inline(never)]
