@@ -74,10 +74,13 @@ impl Output {
         self.findings.iter().filter(|f| f["pid"] == pid).collect()
     }
 
+    /// The record of process `pid`: the live one when an exited process had the pid before.
     fn process(&self, pid: u32) -> &Value {
-        self.processes
-            .iter()
-            .find(|p| p["pid"] == pid)
+        let mut of_pid = self.processes.iter().filter(|p| p["pid"] == pid);
+        of_pid
+            .clone()
+            .find(|p| p["exited"] == false)
+            .or_else(|| of_pid.next())
             .unwrap_or_else(|| panic!("no process record for {pid}: {:?}", self.processes))
     }
 
@@ -602,6 +605,93 @@ fn nothing_to_trace_is_a_usage_error() {
     let out = leaktrace().output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to trace"));
+}
+
+#[test]
+fn a_process_at_its_fd_limit_is_counted_exactly() {
+    require_root();
+    let mut repro = Repro::start("fd-limit", &["--count", "1024"]);
+    let mut tracer = Tracer::start(&["--pid".into(), repro.pid.to_string()]);
+    tracer.wait_reports(1);
+    let opened = repro.go_and_wait();
+    // Every slot of the table is taken: the fds it had plus those it opened.
+    let truth = proc_truth(repro.pid);
+    assert_eq!(truth.1.values().sum::<u64>(), 1024, "/proc {truth:?}");
+    tracer.wait_reports(2);
+    let out = tracer.stop();
+    out.assert_nothing_lost();
+    assert_matches_proc(&out, repro.pid, &truth);
+    // The open that failed with EMFILE made nothing.
+    let files: u64 = out
+        .findings_of(repro.pid)
+        .iter()
+        .filter(|f| f["kind"] == "file")
+        .map(|f| f["outstanding"].as_u64().expect("outstanding"))
+        .sum();
+    assert_eq!(files, opened, "{:?}", out.findings_of(repro.pid));
+}
+
+/// Starts `/bin/sleep 60` as process `pid`: the kernel gives the next process ns_last_pid + 1,
+/// retried while other forks on the machine take it first. None if it never lands.
+fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {
+    for _ in 0..100 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .expect("write /proc/sys/kernel/ns_last_pid");
+        let mut child = Command::new("/bin/sleep")
+            .arg("60")
+            .spawn()
+            .expect("spawn sleep");
+        if child.id() == pid {
+            return Some(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+#[test]
+fn a_reused_pid_carries_nothing_over_to_the_new_process() {
+    require_root();
+    let mut tracer = Tracer::start(&["--all".into()]);
+    let mut old = Repro::start("fd-file", &["--count", "20", "--interval-ms", "1"]);
+    let pid = old.pid;
+    assert_eq!(old.go_and_wait(), 20);
+    // Older than --min-age when it dies: held at exit.
+    thread::sleep(Duration::from_millis(1500));
+    drop(old);
+    let mut new = spawn_with_pid(pid).expect("pid reused");
+    tracer.wait_reports(2);
+    let truth = proc_truth(pid);
+    let out = tracer.stop();
+    let _ = new.kill();
+    let _ = new.wait();
+
+    let records: Vec<&Value> = out.processes.iter().filter(|p| p["pid"] == pid).collect();
+    assert_eq!(records.len(), 2, "an exited and a live record: {records:?}");
+    let live = out.process(pid);
+    assert_eq!(live["exited"], false, "{live}");
+    assert_eq!(live["comm"], "sleep", "{live}");
+    assert_matches_proc(&out, pid, &truth);
+    // The old process's 20 files stay with it, at exit. The new one's findings are its own (the
+    // thread its parent's spawn created, what it inherited): none is the old one's leak.
+    let findings = out.findings_of(pid);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["exited"] == true && f["kind"] == "file" && f["outstanding"] == 20),
+        "{findings:?}"
+    );
+    for f in findings.iter().filter(|f| f["exited"] == false) {
+        let frames = symbols(f);
+        assert!(
+            f["comm"] == "sleep" && !frames.iter().any(|s| s.contains("leak_file_fd")),
+            "a finding carried over to the new process: {} {} {} {frames:?}",
+            f["comm"],
+            f["kind"],
+            f["outstanding"]
+        );
+    }
 }
 
 /// Runs leaktrace with `args` to its end: (exit code, stderr).
