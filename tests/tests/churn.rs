@@ -78,8 +78,9 @@ fn assert_nothing_lost(h: &Value) {
 #[test]
 fn thread_churn_above_10k_per_second_for_30_seconds() {
     require_root();
-    // ~16k spawn+join a second traced here (~20k untraced): 480k take about 30 s.
-    const THREADS: u64 = 480_000;
+    // 14.8k-19.8k spawn+join a second traced, by machine (measured on two of this image): 840k
+    // take 42-57 s, so the rate is held for the 30 s asked on either.
+    const THREADS: u64 = 840_000;
     let out = std::env::temp_dir().join(format!("leaktrace-churn-{}.jsonl", std::process::id()));
     let workload = binary("LEAKTRACE_WORKLOAD", "leaktrace-workload");
     let tracer = leaktrace()
@@ -111,7 +112,7 @@ fn thread_churn_above_10k_per_second_for_30_seconds() {
     let secs = elapsed_ns / 1e9;
     eprintln!("thread churn: {rate:.0} threads/s for {secs:.1} s, tracer peak RSS {peak} KiB");
     assert!(rate >= 10_000.0, "only {rate:.0} threads/s");
-    assert!(secs >= 25.0, "ran only {secs:.1} s");
+    assert!(secs >= 30.0, "ran only {secs:.1} s");
 
     let lines: Vec<String> = std::fs::read_to_string(&out)
         .expect("report file")
