@@ -62,6 +62,12 @@ pub fn say(line: std::fmt::Arguments) {
 /// Raises the soft limit on open fds to `needed`, or as far as the hard limit allows; returns
 /// the soft limit now.
 pub fn raise_fd_limit(needed: u64) -> io::Result<u64> {
+    set_fd_limit(|soft| soft.max(needed as libc::rlim_t))
+}
+
+/// Sets the soft limit on open fds to what `soft` makes of the current one, at most the hard
+/// limit; returns the soft limit now.
+pub fn set_fd_limit(soft: impl FnOnce(libc::rlim_t) -> libc::rlim_t) -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -70,9 +76,9 @@ pub fn raise_fd_limit(needed: u64) -> io::Result<u64> {
     sys("getrlimit", || unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit)
     })?;
-    let needed = needed as libc::rlim_t;
-    if limit.rlim_cur < needed {
-        limit.rlim_cur = needed.min(limit.rlim_max);
+    let wanted = soft(limit.rlim_cur).min(limit.rlim_max);
+    if wanted != limit.rlim_cur {
+        limit.rlim_cur = wanted;
         // SAFETY: `limit` is initialised.
         sys("setrlimit", || unsafe {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit)

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{bootstrap, golang, run, target_root, workspace};
+use crate::{bootstrap, golang, reports_version, run, target_root, workspace};
 
 /// cargo-fuzz release installed when missing (builds with rustc 1.95).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -110,13 +110,10 @@ fn cargo_fuzz(task: &str, target_dir: &Path) -> Command {
 }
 
 fn ensure_cargo_fuzz() -> Result<()> {
-    let installed = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
-        });
-    if installed {
+    if reports_version(
+        Command::new("cargo").args(["fuzz", "--version"]),
+        CARGO_FUZZ_VERSION,
+    ) {
         eprintln!("xtask: cargo-fuzz {CARGO_FUZZ_VERSION} present");
         return Ok(());
     }

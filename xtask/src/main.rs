@@ -125,6 +125,12 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether `cmd` runs and prints `version`: a tool installed at the release pinned here.
+fn reports_version(cmd: &mut Command, version: &str) -> bool {
+    cmd.output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version))
+}
+
 fn bootstrap() -> Result<()> {
     // tests/build.rs compiles the C and C++ reproducers (tests/c/).
     ensure_apt_packages(&[("gcc", "cc"), ("g++", "c++"), ("binutils", "strip")])?;
@@ -137,13 +143,10 @@ fn bootstrap() -> Result<()> {
         run(Command::new("rustup").args(["component", "add", "rust-src"]))?;
     }
 
-    let linker_ok = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
-        });
-    if linker_ok {
+    if reports_version(
+        Command::new("bpf-linker").arg("--version"),
+        BPF_LINKER_VERSION,
+    ) {
         eprintln!("xtask: bpf-linker {BPF_LINKER_VERSION} present");
         return Ok(());
     }

@@ -141,7 +141,9 @@ use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use leaktrace_tests::{await_sleep_in, close, gettid, lock, new_pipe, raise_fd_limit, say, sys};
+use leaktrace_tests::{
+    await_sleep_in, close, gettid, lock, new_pipe, raise_fd_limit, say, set_fd_limit, sys,
+};
 use libc::{c_int, c_void};
 
 /// Long-lived helpers a scenario needs, created before `ready` and never counted as leaked.
@@ -436,19 +438,7 @@ unsafe fn clone_task(
 /// many it opened. The last open fails with EMFILE, which is the end, not an error.
 #[inline(never)]
 fn fill_fd_table(limit: usize) -> io::Result<usize> {
-    let mut rlim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write a valid rlimit.
-    sys("getrlimit", || unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim)
-    })?;
-    rlim.rlim_cur = (limit as libc::rlim_t).min(rlim.rlim_max);
-    // SAFETY: as above.
-    sys("setrlimit", || unsafe {
-        libc::setrlimit(libc::RLIMIT_NOFILE, &rlim)
-    })?;
+    set_fd_limit(|_| limit as libc::rlim_t)?;
     let mut opened = 0;
     loop {
         // SAFETY: the path is a NUL-terminated literal.
