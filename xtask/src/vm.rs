@@ -196,9 +196,14 @@ impl Arch {
     /// qemu, its machine arguments and the kernel's console.
     fn qemu(self) -> (&'static str, &'static [&'static str], &'static str) {
         match self {
+            // thread=single: QEMU 7.2's multi-threaded TCG livelocks x86 kernels that patch
+            // their own text. A vCPU keeps running a stale translation of text_poke_bp's int3
+            // after the final bytes are written; toggling raw_syscalls/sys_enter on 6.1 under
+            // `-smp 2` hung both vCPUs in syscall_trace_enter within seconds, while one
+            // host thread ran 566 toggles in 180 s clean. aarch64 patches without int3.
             Self::X86_64 => (
                 "qemu-system-x86_64",
-                &["-accel", "tcg", "-M", "pc", "-cpu", "max"],
+                &["-accel", "tcg,thread=single", "-M", "pc", "-cpu", "max"],
                 "ttyS0",
             ),
             // pauth-impdef: the cheap pointer-authentication algorithm; boots 4x faster than
