@@ -766,7 +766,7 @@ fn boot_guest(
 }
 
 /// Kernel console lines that end a guest run early. The guest boots with `softlockup_panic=1`
-/// and `panic=-1`, so a soft lockup (seen twice in ~30 x86_64 6.1 runs under TCG, cause unknown)
+/// and `panic=-1`, so a soft lockup (x86_64 under multi-threaded TCG hit one; see [`Arch::qemu`])
 /// stops qemu at once with its stacks on the console (`loglevel=5` prints them) instead of
 /// spinning until the timeout.
 const GUEST_KERNEL_TROUBLE: [&str; 2] = ["] watchdog: BUG: soft lockup", "] Kernel panic"];
