@@ -328,16 +328,22 @@ fn attributed(frames: &[Frame], scenario: &Scenario) -> Option<usize> {
         .then_some(at)
 }
 
-/// The findings of `pid` in the final report, and its health line.
-fn final_report(stdout: &[String], pid: u32) -> (Vec<Value>, Value) {
+/// The findings of `pid` in the final report, its process line (if any) and the health line.
+fn final_report(stdout: &[String], pid: u32) -> (Vec<Value>, Value, Value) {
     let mut report = common::final_report(stdout);
     let health = report
         .remove("health")
         .and_then(|mut h| h.pop())
         .expect("a health line");
-    let findings = report.remove("finding").unwrap_or_default();
-    let findings = findings.into_iter().filter(|f| f["pid"] == pid).collect();
-    (findings, health)
+    let of_pid = |lines: Option<Vec<Value>>| {
+        lines
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l["pid"] == pid)
+    };
+    let findings = of_pid(report.remove("finding")).collect();
+    let process = of_pid(report.remove("process")).next().unwrap_or_default();
+    (findings, process, health)
 }
 
 /// What a traced run left: the program's findings in the final report, what /proc showed.
@@ -350,6 +356,10 @@ struct Observed {
     kind: Value,
     /// Stack samples the kernel sent (the run traced this program only).
     samples: u64,
+    /// The final report's process and health lines, shown when the judgement fails: they tell
+    /// a leak the kernel never reported from one that was lost or dropped.
+    process: Value,
+    health: Value,
 }
 
 /// Traces `scenario` of `variant` under `--pid` and judges the finding of what it leaked.
@@ -364,7 +374,10 @@ fn check(variant: Variant, scenario: &str) {
     let (summary, judged) = judge(variant, scenario, &observed);
     eprintln!("{summary}");
     if let Err(failure) = judged {
-        panic!("{failure}");
+        panic!(
+            "{failure}\nprocess: {}\nhealth: {}",
+            observed.process, observed.health
+        );
     }
 }
 
@@ -396,7 +409,7 @@ fn trace(variant: Variant, scenario: &Scenario) -> Observed {
         What::Waiter => ("waiter", Value::from("futex")),
     };
     let run = tracer.stop();
-    let (findings, health) = final_report(&run.stdout, repro.pid);
+    let (findings, process, health) = final_report(&run.stdout, repro.pid);
     let samples = health["probes"]
         .as_array()
         .expect("per-probe counters")
@@ -410,6 +423,8 @@ fn trace(variant: Variant, scenario: &Scenario) -> Observed {
         resource,
         kind,
         samples,
+        process,
+        health,
     }
 }
 
@@ -427,6 +442,7 @@ fn judge(
         resource,
         kind,
         samples,
+        ..
     } = observed;
     let twin = (variant == Variant::Stripped)
         .then(|| FileSymbols::of(&Variant::O2.path(), &Variant::Stripped.path()));
@@ -674,6 +690,8 @@ fn the_judge_accepts_a_complete_stack_and_nothing_less() {
         resource: "fd",
         kind: Value::from("file"),
         samples: COUNT,
+        process: Value::Null,
+        health: Value::Null,
     };
     let full = ["leak_fopen", "loop_fopen", "run_scenario", "main"];
     let judged = |functions: &[&str], method: &str, offset: bool| {
