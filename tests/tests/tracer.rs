@@ -345,8 +345,12 @@ fn an_fd_received_over_scm_rights_is_attributed() {
     }
 }
 
+/// Balanced churn holds nothing at the end, so it raises no alarm: no finding with anything
+/// outstanding. A churn thread that happened to live past --min-age before it was joined is
+/// reported as it was, `released` with nothing outstanding (an emulated guest, its vCPUs taking
+/// turns on one host thread, ran one for 0.95 s).
 #[test]
-fn clean_churn_yields_no_finding() {
+fn clean_churn_raises_no_alarm() {
     require_root();
     let mut repro = Repro::start("clean", &["--count", "3000"]);
     let mut tracer = Tracer::start(&["--pid".into(), repro.pid.to_string()]);
@@ -354,11 +358,12 @@ fn clean_churn_yields_no_finding() {
     tracer.wait_reports(2);
     let truth = proc_truth(repro.pid);
     let out = tracer.stop();
-    assert!(
-        out.findings_of(repro.pid).is_empty(),
-        "clean churn produced findings: {:?}",
-        out.findings
-    );
+    for f in out.findings_of(repro.pid) {
+        assert!(
+            f["verdict"] == "released" && f["outstanding"] == 0 && f["created"] == f["destroyed"],
+            "clean churn left a finding holding something: {f}"
+        );
+    }
     let events = out.health["events"].as_u64().expect("events");
     assert!(
         events > 3000 * 8,
