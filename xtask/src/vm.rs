@@ -717,6 +717,9 @@ fn boot_guest(
         .args(["-smp", &args.smp.to_string()])
         .args(["-m", &args.memory.to_string()])
         .args(["-nographic", "-no-reboot"])
+        // No network: the suite needs none, and the default NIC's option ROM (efi-virtio.rom,
+        // in ipxe-qemu) is only a Recommends of qemu-system-arm, so a fresh machine lacks it.
+        .args(["-nic", "none"])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
