@@ -589,6 +589,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             _ => format!("{} ({})", p.pid, p.comm),
         })
         .collect();
+    // Before the announcement: a SIGINT sent as soon as it appears must end the run with a
+    // final report, not kill the process by default action.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     eprintln!(
         "leaktrace: tracing {} with {} probes attached, {} skipped; reports every {:?}, findings after {:?}",
         if cli.all {
@@ -631,8 +635,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     drain_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(cli.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
 
     let ending = loop {
         tokio::select! {

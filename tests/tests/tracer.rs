@@ -373,6 +373,25 @@ fn clean_churn_raises_no_alarm() {
     out.assert_nothing_lost();
 }
 
+/// A SIGINT sent the moment the tracer announces it is tracing ends the run with a final
+/// report; it once came before the handler was installed and killed the tracer silently.
+#[test]
+fn sigint_at_once_still_gives_the_final_report() {
+    require_root();
+    let repro = Repro::start("clean", &["--count", "0"]);
+    let out = Tracer::start(&["--pid".into(), repro.pid.to_string()]).stop();
+    assert!(
+        out.health["probes_attached"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        out.health
+    );
+    assert!(
+        out.processes.iter().any(|p| p["pid"] == repro.pid),
+        "{:?}",
+        out.processes
+    );
+}
+
 #[test]
 fn traced_command_is_followed_from_exec_to_exit() {
     require_root();
